@@ -1,0 +1,430 @@
+//! Command line and environment. Every value is validated before the server starts; a bad one stops
+//! the start with one line that names the variable and what is wrong. Secrets are read only from
+//! the environment or from files, never from flags, which other users can read in `ps`.
+
+use clap::{Args, Parser, Subcommand};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "frontdesk",
+    version,
+    about = "Live video customer engagement: SFU, signaling, co-browse and billing in one binary"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (zero configuration: ./frontdesk.db, 127.0.0.1:8080).
+    Serve(ServerArgs),
+    /// Run the server with a seeded demo organization and print how to try it.
+    Demo(ServerArgs),
+    /// Apply database migrations and exit.
+    Migrate(DbArgs),
+    /// Create an organization with its default pool, first admin and widget key.
+    CreateOrg(CreateOrgArgs),
+    /// Mint an agent token signed with the configured or local HS256 secret.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// Database URL: sqlite://path or postgres://... [default: sqlite://frontdesk.db]
+    #[arg(long, env = "FRONTDESK_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Address to listen on.
+    #[arg(long, env = "FRONTDESK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Log format: human or json.
+    #[arg(long, env = "FRONTDESK_LOG_FORMAT", default_value = "human")]
+    pub log_format: String,
+    /// URL of a JWKS with the ES256/RS256 keys that sign agent tokens.
+    #[arg(long, env = "FRONTDESK_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// File holding a JWKS with the ES256/RS256 keys that sign agent tokens.
+    #[arg(long, env = "FRONTDESK_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+    /// Expected `iss` of agent tokens.
+    #[arg(long, env = "FRONTDESK_JWT_ISSUER", default_value = "frontdesk")]
+    pub jwt_issuer: String,
+    /// Expected `aud` of agent tokens.
+    #[arg(long, env = "FRONTDESK_JWT_AUDIENCE", default_value = "authenticated")]
+    pub jwt_audience: String,
+    /// Least time between two JWKS refreshes caused by unknown key ids, in seconds.
+    #[arg(
+        long,
+        env = "FRONTDESK_JWKS_REFRESH_MIN_INTERVAL",
+        default_value = "30"
+    )]
+    pub jwks_refresh_min_interval: String,
+    /// Lifetime of a visitor token, in seconds.
+    #[arg(long, env = "FRONTDESK_VISITOR_TOKEN_TTL", default_value = "43200")]
+    pub visitor_token_ttl: String,
+    /// Public base URL of this server, used in printed links.
+    #[arg(long, env = "FRONTDESK_PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateOrgArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[arg(long)]
+    pub name: String,
+    /// The first admin's user id: the `sub` of the tokens your identity provider issues.
+    #[arg(long)]
+    pub admin_user_id: String,
+    #[arg(long)]
+    pub admin_email: String,
+    #[arg(long, default_value = "Admin")]
+    pub admin_name: String,
+    #[arg(long, default_value_t = 5)]
+    pub seat_limit: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[arg(long)]
+    pub org_id: String,
+    #[arg(long)]
+    pub user_id: String,
+    /// admin or agent
+    #[arg(long, default_value = "agent")]
+    pub role: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 43_200)]
+    pub ttl: u64,
+    #[arg(long, env = "FRONTDESK_JWT_ISSUER", default_value = "frontdesk")]
+    pub jwt_issuer: String,
+    #[arg(long, env = "FRONTDESK_JWT_AUDIENCE", default_value = "authenticated")]
+    pub jwt_audience: String,
+}
+
+/// One invalid setting: which variable, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}: {}", self.var, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn bad(var: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        problem: problem.into(),
+    }
+}
+
+/// A secret value: its `Debug` never shows it, so it cannot leak through a log line.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Secret(bytes)
+    }
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub enum JwksSource {
+    Url(url::Url),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    /// Shared HS256 secret; when neither it nor a JWKS is set, the server uses a local secret it
+    /// generates and keeps in the database (see `frontdesk token`).
+    pub secret: Option<Secret>,
+    pub jwks: Option<JwksSource>,
+    pub issuer: String,
+    pub audience: String,
+    pub jwks_refresh_min_interval: Duration,
+}
+
+/// The validated configuration of a server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub log_format: LogFormat,
+    pub jwt: JwtConfig,
+    pub visitor_token_ttl: Duration,
+    pub public_url: Option<url::Url>,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://frontdesk.db";
+pub const DEMO_DATABASE_URL: &str = "sqlite://frontdesk-demo.db";
+
+/// Environment lookup, injectable so that validation is testable without touching the process.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl Config {
+    pub fn resolve(
+        args: &ServerArgs,
+        default_db: &str,
+        env: Env<'_>,
+    ) -> Result<Config, ConfigError> {
+        let listen = args.listen.parse().map_err(|_| {
+            bad(
+                "FRONTDESK_LISTEN",
+                format!(
+                    "not an address such as 127.0.0.1:8080 (got {:?})",
+                    args.listen
+                ),
+            )
+        })?;
+        let database_url = resolve_database_url(&args.db, default_db)?;
+        let log_format = match args.log_format.as_str() {
+            "human" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(bad(
+                    "FRONTDESK_LOG_FORMAT",
+                    format!("must be human or json (got {other:?})"),
+                ))
+            }
+        };
+        let secret = read_secret(env, "FRONTDESK_JWT_SECRET")?;
+        if let Some(s) = &secret {
+            if s.expose().len() < 32 {
+                return Err(bad(
+                    "FRONTDESK_JWT_SECRET",
+                    "too short: an HS256 secret needs at least 32 bytes",
+                ));
+            }
+        }
+        let jwks = match (&args.jwks_url, &args.jwks_file) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "FRONTDESK_JWKS_URL",
+                    "set either FRONTDESK_JWKS_URL or FRONTDESK_JWKS_FILE, not both",
+                ))
+            }
+            (Some(u), None) => {
+                let url = url::Url::parse(u)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .ok_or_else(|| {
+                        bad(
+                            "FRONTDESK_JWKS_URL",
+                            format!("not an http(s) URL (got {u:?})"),
+                        )
+                    })?;
+                Some(JwksSource::Url(url))
+            }
+            (None, Some(f)) => {
+                if !f.is_file() {
+                    return Err(bad(
+                        "FRONTDESK_JWKS_FILE",
+                        format!("no such file: {}", f.display()),
+                    ));
+                }
+                Some(JwksSource::File(f.clone()))
+            }
+            (None, None) => None,
+        };
+        if args.jwt_issuer.trim().is_empty() {
+            return Err(bad("FRONTDESK_JWT_ISSUER", "must not be empty"));
+        }
+        if args.jwt_audience.trim().is_empty() {
+            return Err(bad("FRONTDESK_JWT_AUDIENCE", "must not be empty"));
+        }
+        let jwks_refresh_min_interval = Duration::from_secs(parse_seconds(
+            "FRONTDESK_JWKS_REFRESH_MIN_INTERVAL",
+            &args.jwks_refresh_min_interval,
+            0,
+            86_400,
+        )?);
+        let visitor_token_ttl = Duration::from_secs(parse_seconds(
+            "FRONTDESK_VISITOR_TOKEN_TTL",
+            &args.visitor_token_ttl,
+            60,
+            30 * 86_400,
+        )?);
+        let public_url = match &args.public_url {
+            None => None,
+            Some(u) => Some(
+                url::Url::parse(u)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .ok_or_else(|| {
+                        bad(
+                            "FRONTDESK_PUBLIC_URL",
+                            format!("not an http(s) URL (got {u:?})"),
+                        )
+                    })?,
+            ),
+        };
+        Ok(Config {
+            listen,
+            database_url,
+            log_format,
+            jwt: JwtConfig {
+                secret,
+                jwks,
+                issuer: args.jwt_issuer.clone(),
+                audience: args.jwt_audience.clone(),
+                jwks_refresh_min_interval,
+            },
+            visitor_token_ttl,
+            public_url,
+        })
+    }
+
+    /// The base URL printed in links: the public URL, else the listen address.
+    pub fn base_url(&self, bound: SocketAddr) -> String {
+        match &self.public_url {
+            Some(u) => u.as_str().trim_end_matches('/').to_owned(),
+            None => format!("http://{bound}"),
+        }
+    }
+}
+
+pub fn resolve_database_url(args: &DbArgs, default_db: &str) -> Result<String, ConfigError> {
+    let url = args.database_url.as_deref().unwrap_or(default_db);
+    if url.starts_with("sqlite:")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://")
+    {
+        Ok(url.to_owned())
+    } else {
+        Err(bad(
+            "FRONTDESK_DATABASE_URL",
+            "must start with sqlite:// or postgres:// (the value is not shown: it may hold a password)",
+        ))
+    }
+}
+
+/// Reads `NAME` or the file named by `NAME_FILE` (trailing newline trimmed); both set is an error.
+pub fn read_secret(env: Env<'_>, name: &'static str) -> Result<Option<Secret>, ConfigError> {
+    let file_var: &'static str = match name {
+        "FRONTDESK_JWT_SECRET" => "FRONTDESK_JWT_SECRET_FILE",
+        _ => return Ok(env(name).map(|v| Secret::new(v.into_bytes()))),
+    };
+    match (env(name), env(file_var)) {
+        (Some(_), Some(_)) => Err(bad(
+            name,
+            format!("set either {name} or {file_var}, not both"),
+        )),
+        (Some(v), None) => Ok(Some(Secret::new(v.into_bytes()))),
+        (None, Some(path)) => {
+            let mut bytes = std::fs::read(&path)
+                .map_err(|e| bad(file_var, format!("cannot read {path}: {e}")))?;
+            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                bytes.pop();
+            }
+            Ok(Some(Secret::new(bytes)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn parse_seconds(var: &'static str, v: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    v.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| {
+            bad(
+                var,
+                format!("must be a whole number of seconds from {min} to {max} (got {v:?})"),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ServerArgs {
+        let cli = Cli::parse_from(["frontdesk", "serve"]);
+        match cli.command {
+            Command::Serve(a) => a,
+            _ => unreachable!("parsed serve"),
+        }
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn zero_configuration_is_valid() {
+        let c = Config::resolve(&args(), DEFAULT_DATABASE_URL, &no_env).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url, "sqlite://frontdesk.db");
+        assert_eq!(c.jwt.audience, "authenticated");
+        assert!(c.jwt.secret.is_none() && c.jwt.jwks.is_none());
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let mut a = args();
+        a.listen = "nowhere".into();
+        let e = Config::resolve(&a, DEFAULT_DATABASE_URL, &no_env).unwrap_err();
+        assert_eq!(e.var, "FRONTDESK_LISTEN");
+        let mut a = args();
+        a.db.database_url = Some("mysql://root:hunter2@x/db".into());
+        let e = Config::resolve(&a, DEFAULT_DATABASE_URL, &no_env).unwrap_err();
+        assert_eq!(e.var, "FRONTDESK_DATABASE_URL");
+        assert!(!e.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused_without_showing_it() {
+        let env = |n: &str| (n == "FRONTDESK_JWT_SECRET").then(|| "short-secret".to_owned());
+        let e = Config::resolve(&args(), DEFAULT_DATABASE_URL, &env).unwrap_err();
+        assert_eq!(e.var, "FRONTDESK_JWT_SECRET");
+        assert!(!e.to_string().contains("short-secret"));
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let env = |n: &str| {
+            (n == "FRONTDESK_JWT_SECRET").then(|| "0123456789abcdef0123456789abcdef-xyz".to_owned())
+        };
+        let c = Config::resolve(&args(), DEFAULT_DATABASE_URL, &env).unwrap();
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+    }
+}

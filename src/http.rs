@@ -1,0 +1,677 @@
+//! HTTP routes: health, the admin REST API under `/v1`, the visitor session endpoint and the
+//! OpenAPI document generated from these handlers.
+
+use crate::auth::{AuthError, JwtVerifier, VisitorClaims, VisitorTokens};
+use crate::error::{ApiError, ErrorBody, Json, Path, Query};
+use crate::model::*;
+use crate::store::{Actor, Store};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use frontdesk_domain::{AgentId, OrgId, PoolId, Role, RuleId, VisitorSessionId, WidgetKeyId};
+use std::sync::Arc;
+use std::time::Duration;
+use utoipa::OpenApi;
+
+/// Largest request body, for every route.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+pub struct Inner {
+    pub store: Store,
+    pub jwt: JwtVerifier,
+    pub visitor_tokens: VisitorTokens,
+    pub visitor_token_ttl: Duration,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// A verified agent of a live org, from `Authorization: Bearer <jwt>`.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub org_id: OrgId,
+    pub agent_id: AgentId,
+    /// Admin only when both the token and the agent's record say so.
+    pub role: Role,
+}
+
+impl Caller {
+    fn actor(&self) -> Actor {
+        Actor::Agent(self.agent_id)
+    }
+}
+
+fn bearer(parts: &Parts) -> Result<&str, AuthError> {
+    let v = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?
+        .to_str()
+        .map_err(|_| AuthError::Malformed)?;
+    let (scheme, token) = v.split_once(' ').ok_or(AuthError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Malformed);
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(AuthError::Missing);
+    }
+    Ok(token)
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let claims = match bearer(parts) {
+            Ok(token) => state.jwt.verify(token).await,
+            Err(e) => Err(e),
+        }
+        .map_err(|e| {
+            tracing::debug!(reason = %e, "agent token refused");
+            ApiError::unauthorized(e.code(), e.to_string())
+        })?;
+        let agent = state
+            .store
+            .agent_by_user(claims.org_id, &claims.sub)
+            .await?
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "not_an_agent",
+                    "this user is not an agent of the organization named in the token",
+                )
+            })?;
+        let role = if claims.role == Role::Admin && agent.role == Role::Admin {
+            Role::Admin
+        } else {
+            Role::Agent
+        };
+        Ok(Caller {
+            org_id: agent.org_id,
+            agent_id: agent.id,
+            role,
+        })
+    }
+}
+
+/// A [`Caller`] with the admin role.
+pub struct Admin(pub Caller);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let c = Caller::from_request_parts(parts, state).await?;
+        if c.role != Role::Admin {
+            return Err(ApiError::forbidden("this action needs the admin role"));
+        }
+        Ok(Admin(c))
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi_json))
+        .route("/v1/me", get(me))
+        .route("/v1/org", get(get_org))
+        .route("/v1/org/settings", axum::routing::patch(patch_settings))
+        .route("/v1/pools", get(list_pools).post(create_pool))
+        .route(
+            "/v1/pools/{pool_id}",
+            get(get_pool).patch(patch_pool).delete(delete_pool),
+        )
+        .route("/v1/pools/{pool_id}/rules", post(add_rule))
+        .route(
+            "/v1/pools/{pool_id}/rules/{rule_id}",
+            axum::routing::delete(delete_rule),
+        )
+        .route("/v1/agents", get(list_agents).post(add_agent))
+        .route(
+            "/v1/agents/{agent_id}",
+            get(get_agent).patch(patch_agent).delete(remove_agent),
+        )
+        .route("/v1/agents/{agent_id}/pools", put(set_agent_pools))
+        .route(
+            "/v1/widget-keys",
+            get(list_widget_keys).post(create_widget_key),
+        )
+        .route(
+            "/v1/widget-keys/{key_id}",
+            axum::routing::delete(revoke_widget_key),
+        )
+        .route("/v1/audit-log", get(audit_log))
+        .route("/v1/visitor/sessions", post(create_visitor_session))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<axum::body::Body>| {
+                    let route = req
+                        .extensions()
+                        .get::<axum::extract::MatchedPath>()
+                        .map(|p| p.as_str().to_owned())
+                        .unwrap_or_default();
+                    tracing::info_span!("http", method = %req.method(), route = %route)
+                },
+            ),
+        )
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
+}
+
+async fn index() -> Html<&'static str> {
+    Html(concat!(
+        "<!doctype html><meta charset=utf-8><title>frontdesk</title>",
+        "<h1>frontdesk</h1><p>The server is running.</p><ul>",
+        "<li><a href=\"/openapi.json\">OpenAPI document</a></li>",
+        "<li><a href=\"/healthz\">/healthz</a> and <a href=\"/readyz\">/readyz</a></li></ul>"
+    ))
+}
+
+fn now_ms() -> i64 {
+    crate::now_ms()
+}
+
+// ---- operations --------------------------------------------------------------------------
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// The process can serve: its database answers within 2 s.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
+async fn readyz(State(s): State<AppState>) -> Result<Json<Health>, ApiError> {
+    match tokio::time::timeout(Duration::from_secs(2), s.store.ping()).await {
+        Ok(Ok(())) => Ok(Json(Health {
+            status: "ready".into(),
+        })),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: database error");
+            Err(unavailable())
+        }
+        Err(_) => Err(unavailable()),
+    }
+}
+
+fn unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "database_unavailable",
+        "the database does not answer",
+    )
+}
+
+async fn openapi_json() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        ApiDoc::openapi()
+            .to_json()
+            .expect("the OpenAPI document is plain data and always serializes"),
+    )
+        .into_response()
+}
+
+// ---- org ---------------------------------------------------------------------------------
+
+/// The calling agent.
+#[utoipa::path(get, path = "/v1/me", tag = "org", security(("bearer" = [])),
+    responses((status = 200, body = AgentView), (status = 401, body = ErrorBody)))]
+async fn me(State(s): State<AppState>, c: Caller) -> Result<Json<AgentView>, ApiError> {
+    Ok(Json(s.store.agent(c.org_id, c.agent_id).await?))
+}
+
+/// The caller's organization, its status, seats and settings.
+#[utoipa::path(get, path = "/v1/org", tag = "org", security(("bearer" = [])),
+    responses((status = 200, body = OrgView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn get_org(State(s): State<AppState>, Admin(c): Admin) -> Result<Json<OrgView>, ApiError> {
+    Ok(Json(s.store.org_view(c.org_id).await?))
+}
+
+/// Changes org settings; they apply from the next call.
+#[utoipa::path(patch, path = "/v1/org/settings", tag = "org", security(("bearer" = [])),
+    request_body = SettingsPatch,
+    responses((status = 200, body = SettingsView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn patch_settings(
+    State(s): State<AppState>,
+    Admin(c): Admin,
+    Json(patch): Json<SettingsPatch>,
+) -> Result<Json<SettingsView>, ApiError> {
+    Ok(Json(
+        s.store
+            .update_settings(c.org_id, &patch, c.actor(), now_ms())
+            .await?,
+    ))
+}
+
+// ---- pools -------------------------------------------------------------------------------
+
+/// Every live pool of the org, with its rules and members.
+#[utoipa::path(get, path = "/v1/pools", tag = "pools", security(("bearer" = [])),
+    responses((status = 200, body = Vec<PoolView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_pools(
+    State(s): State<AppState>,
+    Admin(c): Admin,
+) -> Result<Json<Vec<PoolView>>, ApiError> {
+    Ok(Json(s.store.pools(c.org_id).await?))
+}
+
+/// Creates a pool.
+#[utoipa::path(post, path = "/v1/pools", tag = "pools", security(("bearer" = [])),
+    request_body = NewPool,
+    responses((status = 201, body = PoolView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_pool(
+    State(s): State<AppState>,
+    Admin(c): Admin,
+    Json(new): Json<NewPool>,
+) -> Result<(StatusCode, Json<PoolView>), ApiError> {
+    let p = s
+        .store
+        .create_pool(c.org_id, &new, c.actor(), now_ms())
+        .await?;
+    Ok((StatusCode::CREATED, Json(p)))
+}
+
+/// One pool.
+#[utoipa::path(get, path = "/v1/pools/{pool_id}", tag = "pools", security(("bearer" = [])),
+    params(("pool_id" = uuid::Uuid, Path)),
+    responses((status = 200, body = PoolView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_pool(
+    State(s): State<AppState>,
+    Admin(c): Admin,
+    Path(pool_id): Path<PoolId>,
+) -> Result<Json<PoolView>, ApiError> {
+    Ok(Json(s.store.pool(c.org_id, pool_id).await?))
+}
+
+/// Renames a pool or makes it the default.
+#[utoipa::path(patch, path = "/v1/pools/{pool_id}", tag = "pools", security(("bearer" = [])),
+    params(("pool_id" = uuid::Uuid, Path)), request_body = PoolPatch,
+    responses((status = 200, body = PoolView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+async fn patch_pool(
+    State(s): State<AppState>,
+    Admin(c): Admin,
+    Path(pool_id): Path<PoolId>,
+    Json(patch): Json<PoolPatch>,
+) -> Result<Json<PoolView>, ApiError> {
+    Ok(Json(
+        s.store
+            .update_pool(c.org_id, pool_id, &patch, c.actor(), now_ms())
+            .await?,
+    ))
+}
+
+/// Removes a pool (not the default). Its call history is kept.
+#[utoipa::path(delete, path = "/v1/pools/{pool_id}", tag = "pools", security(("bearer" = [])),
+    params(("pool_id" = uuid::Uuid, Path)),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_pool(
+    State(s): State<AppState>,
+    Admin(c): Admin,
+    Path(pool_id): Path<PoolId>,
+) -> Result<StatusCode, ApiError> {
+    s.store
+        .remove_pool(c.org_id, pool_id, c.actor(), now_ms())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Adds a routing rule to a pool.
+#[utoipa::path(post, path = "/v1/pools/{pool_id}/rules", tag = "pools", security(("bearer" = [])),
+    params(("pool_id" = uuid::Uuid, Path)), request_body = NewRule,
+    responses((status = 201, body = RuleView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+async fn add_rule(
+    State(s): State<AppState>,
+    Admin(c): Admin,
+    Path(pool_id): Path<PoolId>,
+    Json(new): Json<NewRule>,
+) -> Result<(StatusCode, Json<RuleView>), ApiError> {
+    let r = s
+        .store
+        .add_rule(c.org_id, pool_id, &new, c.actor(), now_ms())
+        .await?;
+    Ok((StatusCode::CREATED, Json(r)))
+}
+
+/// Removes a routing rule.
+#[utoipa::path(delete, path = "/v1/pools/{pool_id}/rules/{rule_id}", tag = "pools", security(("bearer" = [])),
+    params(("pool_id" = uuid::Uuid, Path), ("rule_id" = uuid::Uuid, Path)),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_rule(
+    State(s): State<AppState>,
+    Admin(c): Admin,
+    Path((pool_id, rule_id)): Path<(PoolId, RuleId)>,
+) -> Result<StatusCode, ApiError> {
+    s.store
+        .remove_rule(c.org_id, pool_id, rule_id, c.actor(), now_ms())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- agents ------------------------------------------------------------------------------
+
+/// Every live agent of the org.
+#[utoipa::path(get, path = "/v1/agents", tag = "agents", security(("bearer" = [])),
+    responses((status = 200, body = Vec<AgentView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_agents(
+    State(s): State<AppState>,
+    Admin(c): Admin,
+) -> Result<Json<Vec<AgentView>>, ApiError> {
+    Ok(Json(s.store.agents(c.org_id).await?))
+}
+
+/// Adds an agent; refused with `seat_limit` when every seat is taken.
+#[utoipa::path(post, path = "/v1/agents", tag = "agents", security(("bearer" = [])),
+    request_body = NewAgent,
+    responses((status = 201, body = AgentView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+async fn add_agent(
+    State(s): State<AppState>,
+    Admin(c): Admin,
+    Json(new): Json<NewAgent>,
+) -> Result<(StatusCode, Json<AgentView>), ApiError> {
+    let a = s
+        .store
+        .add_agent(c.org_id, &new, c.actor(), now_ms())
+        .await?;
+    Ok((StatusCode::CREATED, Json(a)))
+}
+
+/// One agent.
+#[utoipa::path(get, path = "/v1/agents/{agent_id}", tag = "agents", security(("bearer" = [])),
+    params(("agent_id" = uuid::Uuid, Path)),
+    responses((status = 200, body = AgentView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_agent(
+    State(s): State<AppState>,
+    Admin(c): Admin,
+    Path(agent_id): Path<AgentId>,
+) -> Result<Json<AgentView>, ApiError> {
+    Ok(Json(s.store.agent(c.org_id, agent_id).await?))
+}
+
+/// Changes an agent's email, name or role (the last admin cannot be demoted).
+#[utoipa::path(patch, path = "/v1/agents/{agent_id}", tag = "agents", security(("bearer" = [])),
+    params(("agent_id" = uuid::Uuid, Path)), request_body = AgentPatch,
+    responses((status = 200, body = AgentView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+async fn patch_agent(
+    State(s): State<AppState>,
+    Admin(c): Admin,
+    Path(agent_id): Path<AgentId>,
+    Json(patch): Json<AgentPatch>,
+) -> Result<Json<AgentView>, ApiError> {
+    Ok(Json(
+        s.store
+            .update_agent(c.org_id, agent_id, &patch, c.actor(), now_ms())
+            .await?,
+    ))
+}
+
+/// Replaces an agent's pool memberships.
+#[utoipa::path(put, path = "/v1/agents/{agent_id}/pools", tag = "agents", security(("bearer" = [])),
+    params(("agent_id" = uuid::Uuid, Path)), request_body = AgentPools,
+    responses((status = 200, body = AgentView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+async fn set_agent_pools(
+    State(s): State<AppState>,
+    Admin(c): Admin,
+    Path(agent_id): Path<AgentId>,
+    Json(body): Json<AgentPools>,
+) -> Result<Json<AgentView>, ApiError> {
+    Ok(Json(
+        s.store
+            .set_agent_pools(c.org_id, agent_id, &body.pools, c.actor(), now_ms())
+            .await?,
+    ))
+}
+
+/// Removes an agent (soft: call history keeps it). The last admin cannot be removed.
+#[utoipa::path(delete, path = "/v1/agents/{agent_id}", tag = "agents", security(("bearer" = [])),
+    params(("agent_id" = uuid::Uuid, Path)),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn remove_agent(
+    State(s): State<AppState>,
+    Admin(c): Admin,
+    Path(agent_id): Path<AgentId>,
+) -> Result<StatusCode, ApiError> {
+    s.store
+        .remove_agent(c.org_id, agent_id, c.actor(), now_ms())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- widget keys -------------------------------------------------------------------------
+
+/// Every widget key of the org, revoked ones included.
+#[utoipa::path(get, path = "/v1/widget-keys", tag = "widget keys", security(("bearer" = [])),
+    responses((status = 200, body = Vec<WidgetKeyView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_widget_keys(
+    State(s): State<AppState>,
+    Admin(c): Admin,
+) -> Result<Json<Vec<WidgetKeyView>>, ApiError> {
+    Ok(Json(s.store.widget_keys(c.org_id).await?))
+}
+
+/// Creates a widget key.
+#[utoipa::path(post, path = "/v1/widget-keys", tag = "widget keys", security(("bearer" = [])),
+    request_body = NewWidgetKey,
+    responses((status = 201, body = WidgetKeyView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_widget_key(
+    State(s): State<AppState>,
+    Admin(c): Admin,
+    Json(new): Json<NewWidgetKey>,
+) -> Result<(StatusCode, Json<WidgetKeyView>), ApiError> {
+    let key = new_widget_key();
+    let k = s
+        .store
+        .create_widget_key(c.org_id, &new.label, &key, c.actor(), now_ms())
+        .await?;
+    Ok((StatusCode::CREATED, Json(k)))
+}
+
+/// A fresh public widget key value.
+pub fn new_widget_key() -> String {
+    format!("wk_{}", crate::auth::random_token(18))
+}
+
+/// Revokes a widget key: new visitor sessions can no longer start with it.
+#[utoipa::path(delete, path = "/v1/widget-keys/{key_id}", tag = "widget keys", security(("bearer" = [])),
+    params(("key_id" = uuid::Uuid, Path)),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn revoke_widget_key(
+    State(s): State<AppState>,
+    Admin(c): Admin,
+    Path(key_id): Path<WidgetKeyId>,
+) -> Result<StatusCode, ApiError> {
+    s.store
+        .revoke_widget_key(c.org_id, key_id, c.actor(), now_ms())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- audit -------------------------------------------------------------------------------
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct AuditQuery {
+    /// 1 to 200; default 50.
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<u32>,
+    /// Only entries strictly older than this time (unix ms), for paging.
+    before_ms: Option<i64>,
+}
+
+/// The org's audit log, newest first.
+#[utoipa::path(get, path = "/v1/audit-log", tag = "org", security(("bearer" = [])),
+    params(AuditQuery),
+    responses((status = 200, body = Vec<AuditEntry>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn audit_log(
+    State(s): State<AppState>,
+    Admin(c): Admin,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be between 1 and 200",
+        ));
+    }
+    Ok(Json(s.store.audit_log(c.org_id, limit, q.before_ms).await?))
+}
+
+// ---- visitors ----------------------------------------------------------------------------
+
+/// Starts a visitor session from the org's public widget key and the page the widget runs on.
+/// The page picks the pool (by the org's rules, else its default pool).
+#[utoipa::path(post, path = "/v1/visitor/sessions", tag = "visitors",
+    request_body = NewVisitorSession,
+    responses((status = 201, body = VisitorSessionView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+async fn create_visitor_session(
+    State(s): State<AppState>,
+    Json(new): Json<NewVisitorSession>,
+) -> Result<(StatusCode, Json<VisitorSessionView>), ApiError> {
+    if new.widget_key.len() > 100 {
+        return Err(invalid_widget_key());
+    }
+    if new.page_url.len() > 2048 {
+        return Err(ApiError::unprocessable(
+            "page_url is longer than 2048 bytes",
+        ));
+    }
+    let page = url::Url::parse(&new.page_url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .ok_or_else(|| ApiError::unprocessable("page_url must be an absolute http(s) URL"))?;
+    let (org_id, key_id) = s
+        .store
+        .widget_key_lookup(&new.widget_key)
+        .await?
+        .ok_or_else(invalid_widget_key)?;
+    let rules = s.store.rules(org_id).await?;
+    let pool_id = match frontdesk_domain::match_pool(&rules, &page) {
+        Some(p) => p,
+        None => s.store.default_pool(org_id).await?,
+    };
+    let now = now_ms();
+    let expires_at_ms = now + i64::try_from(s.visitor_token_ttl.as_millis()).unwrap_or(i64::MAX);
+    let session_id = VisitorSessionId::new();
+    s.store
+        .create_visitor_session(
+            session_id,
+            org_id,
+            key_id,
+            pool_id,
+            page.as_str(),
+            now,
+            expires_at_ms,
+        )
+        .await?;
+    let visitor_token = s.visitor_tokens.issue(&VisitorClaims {
+        sid: session_id,
+        org: org_id,
+        exp_ms: expires_at_ms,
+    });
+    Ok((
+        StatusCode::CREATED,
+        Json(VisitorSessionView {
+            session_id,
+            visitor_token,
+            expires_at_ms,
+            pool_id,
+        }),
+    ))
+}
+
+fn invalid_widget_key() -> ApiError {
+    ApiError::unauthorized("invalid_widget_key", "unknown or revoked widget key")
+}
+
+// ---- OpenAPI -----------------------------------------------------------------------------
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "frontdesk", description = "Admin and visitor HTTP API of frontdesk. Errors are `{code, message}` with a stable code."),
+    paths(healthz, readyz, me, get_org, patch_settings, list_pools, create_pool, get_pool, patch_pool,
+          delete_pool, add_rule, delete_rule, list_agents, add_agent, get_agent, patch_agent,
+          set_agent_pools, remove_agent, list_widget_keys, create_widget_key, revoke_widget_key,
+          audit_log, create_visitor_session),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
