@@ -58,7 +58,8 @@ fn bearer(parts: &Parts) -> Result<&str, AuthError> {
         .ok_or(AuthError::Missing)?
         .to_str()
         .map_err(|_| AuthError::Malformed)?;
-    let (scheme, token) = v.split_once(' ').ok_or(AuthError::Malformed)?;
+    let v = v.trim();
+    let (scheme, token) = v.split_once(' ').unwrap_or((v, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(AuthError::Malformed);
     }

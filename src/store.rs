@@ -379,6 +379,7 @@ impl Store {
         now: i64,
     ) -> Result<SettingsView> {
         let mut tx = self.pool.begin().await?;
+        lock_org(&mut tx, org_id, now).await?;
         let row = sqlx::query(
             "SELECT id, name, status, plan, seat_limit, ring_timeout_ms, cobrowse_enabled,
                     recording_enabled, retention_days, blocked_countries, queue_when_unavailable
@@ -651,6 +652,7 @@ impl Store {
     ) -> Result<AgentView> {
         validate_memberships(pools)?;
         let mut tx = self.pool.begin().await?;
+        lock_org(&mut tx, org_id, now).await?;
         live_agent_role(&mut tx, org_id, agent_id).await?;
         replace_memberships(&mut tx, org_id, agent_id, pools, now).await?;
         audit(
@@ -1266,7 +1268,9 @@ impl Store {
 // ---- helpers inside a transaction --------------------------------------------------------
 
 /// Takes the org's row lock (PostgreSQL row lock; SQLite's database write lock) for the rest of
-/// the transaction, and returns its seat limit. Writes that check a limit go through here.
+/// the transaction, and returns its seat limit. Every write transaction that reads before it
+/// writes starts here: checks see a stable org, and SQLite never has to upgrade a read
+/// transaction to a write one (which fails with SQLITE_BUSY under concurrency).
 async fn lock_org(tx: &mut Transaction<'_, Any>, org_id: OrgId, now: i64) -> Result<u32> {
     let done = sqlx::query("UPDATE orgs SET updated_at = $2 WHERE id = $1")
         .bind(org_id.to_string())
