@@ -486,7 +486,7 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let id: AgentId = parse_id(r, "id")?;
-                Ok(agent_view(r, memberships.remove(&id).unwrap_or_default())?)
+                agent_view(r, memberships.remove(&id).unwrap_or_default())
             })
             .collect()
     }

@@ -24,6 +24,18 @@ async fn raw(
     split(req.send().await.unwrap()).await
 }
 
+/// name, method, path, token, content type, body, expected status, expected code
+type Case<'a> = (
+    &'a str,
+    Method,
+    String,
+    Option<&'a str>,
+    Option<&'a str>,
+    Vec<u8>,
+    u16,
+    &'a str,
+);
+
 #[tokio::test]
 async fn bad_requests_get_typed_4xx_errors_and_change_nothing() {
     let s = TestServer::start().await;
@@ -36,16 +48,7 @@ async fn bad_requests_get_typed_4xx_errors_and_change_nothing() {
     let (_, agents_before) = s.get("/v1/agents", t).await;
 
     let huge = format!(r#"{{"name": "{}"}}"#, "x".repeat(1024 * 1024 + 10));
-    let cases: Vec<(
-        &str,
-        Method,
-        String,
-        Option<&str>,
-        Option<&str>,
-        Vec<u8>,
-        u16,
-        &str,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         (
             "unknown field",
             Method::POST,
