@@ -75,6 +75,16 @@ pub struct ServerArgs {
     /// Public base URL of this server, used in printed links.
     #[arg(long, env = "FRONTDESK_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// How long a visitor who dropped mid-call may rejoin it, in seconds.
+    #[arg(
+        long,
+        env = "FRONTDESK_VISITOR_RECONNECT_SECONDS",
+        default_value = "60"
+    )]
+    pub visitor_reconnect_seconds: String,
+    /// On shutdown, how long live calls may go on before they are ended, in seconds.
+    #[arg(long, env = "FRONTDESK_DRAIN_SECONDS", default_value = "30")]
+    pub drain_seconds: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -187,6 +197,8 @@ pub struct Config {
     pub jwt: JwtConfig,
     pub visitor_token_ttl: Duration,
     pub public_url: Option<url::Url>,
+    pub visitor_reconnect: Duration,
+    pub drain: Duration,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://frontdesk.db";
@@ -296,7 +308,21 @@ impl Config {
                     })?,
             ),
         };
+        let visitor_reconnect = Duration::from_secs(parse_seconds(
+            "FRONTDESK_VISITOR_RECONNECT_SECONDS",
+            &args.visitor_reconnect_seconds,
+            5,
+            3_600,
+        )?);
+        let drain = Duration::from_secs(parse_seconds(
+            "FRONTDESK_DRAIN_SECONDS",
+            &args.drain_seconds,
+            0,
+            3_600,
+        )?);
         Ok(Config {
+            visitor_reconnect,
+            drain,
             listen,
             database_url,
             log_format,

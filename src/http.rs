@@ -27,6 +27,8 @@ pub struct Inner {
     pub jwt: JwtVerifier,
     pub visitor_tokens: VisitorTokens,
     pub visitor_token_ttl: Duration,
+    pub hub: crate::signal::HubHandle,
+    pub drain: Duration,
 }
 
 impl std::ops::Deref for AppState {
@@ -126,6 +128,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
+        .route("/metrics", get(metrics))
+        .route("/v1/signal", get(crate::signal::signal))
         .route("/v1/me", get(me))
         .route("/v1/org", get(get_org))
         .route("/v1/org/settings", axum::routing::patch(patch_settings))
@@ -270,11 +274,93 @@ async fn patch_settings(
     Admin(c): Admin,
     Json(patch): Json<SettingsPatch>,
 ) -> Result<Json<SettingsView>, ApiError> {
-    Ok(Json(
-        s.store
-            .update_settings(c.org_id, &patch, c.actor(), now_ms())
-            .await?,
-    ))
+    let view = s
+        .store
+        .update_settings(c.org_id, &patch, c.actor(), now_ms())
+        .await?;
+    tell_hub_org(&s, c.org_id).await?;
+    Ok(Json(view))
+}
+
+/// Tells the hub the org's current entitlement and settings, fresh from the database.
+pub async fn tell_hub_org(s: &AppState, org: OrgId) -> Result<(), ApiError> {
+    let row = s.store.org(org).await?;
+    s.hub
+        .input(frontdesk_signaling::Input::OrgUpdated {
+            org,
+            facts: crate::signal::facts(&row),
+        })
+        .await;
+    Ok(())
+}
+
+async fn tell_hub_pools(s: &AppState, org: OrgId, agent: AgentId) -> Result<(), ApiError> {
+    let pools = s.store.agent_pools(org, agent).await?;
+    s.hub
+        .input(frontdesk_signaling::Input::AgentPoolsChanged { org, agent, pools })
+        .await;
+    Ok(())
+}
+
+/// Prometheus text: hub counters, presence, connections.
+async fn metrics(State(s): State<AppState>) -> Response {
+    use std::fmt::Write;
+    let snap = s.hub.snapshot().await;
+    let mut out = String::new();
+    let st = &snap.stats;
+    for (name, help, v) in [
+        (
+            "frontdesk_calls_requested_total",
+            "Calls requested by visitors.",
+            st.calls_requested,
+        ),
+        (
+            "frontdesk_calls_connected_total",
+            "Calls answered by an agent.",
+            st.calls_connected,
+        ),
+        (
+            "frontdesk_calls_ended_total",
+            "Calls ended, for any reason.",
+            st.calls_ended,
+        ),
+        ("frontdesk_rings_total", "Rings sent to agents.", st.rings),
+        (
+            "frontdesk_ring_no_answer_total",
+            "Rings that timed out.",
+            st.ring_no_answer,
+        ),
+        (
+            "frontdesk_heartbeat_timeouts_total",
+            "Connections closed as silent.",
+            st.heartbeat_timeouts,
+        ),
+        (
+            "frontdesk_records_failed_total",
+            "Hub records the database refused.",
+            snap.records_failed,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP frontdesk_signal_connections Open signaling connections.\n# TYPE frontdesk_signal_connections gauge\nfrontdesk_signal_connections {}",
+        snap.connections
+    );
+    let _ = writeln!(
+        out,
+        "# HELP frontdesk_open_calls Calls not yet ended.\n# TYPE frontdesk_open_calls gauge\nfrontdesk_open_calls {}",
+        snap.open_calls
+    );
+    let _ = writeln!(out, "# HELP frontdesk_agents Agents known to the hub by presence.\n# TYPE frontdesk_agents gauge");
+    for (p, n) in &snap.presence {
+        let _ = writeln!(out, "frontdesk_agents{{presence=\"{p}\"}} {n}");
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 // ---- pools -------------------------------------------------------------------------------
@@ -350,9 +436,13 @@ async fn delete_pool(
     Admin(c): Admin,
     Path(pool_id): Path<PoolId>,
 ) -> Result<StatusCode, ApiError> {
+    let members = s.store.pool_member_ids(c.org_id, pool_id).await?;
     s.store
         .remove_pool(c.org_id, pool_id, c.actor(), now_ms())
         .await?;
+    for agent in members {
+        tell_hub_pools(&s, c.org_id, agent).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -469,11 +559,12 @@ async fn set_agent_pools(
     Path(agent_id): Path<AgentId>,
     Json(body): Json<AgentPools>,
 ) -> Result<Json<AgentView>, ApiError> {
-    Ok(Json(
-        s.store
-            .set_agent_pools(c.org_id, agent_id, &body.pools, c.actor(), now_ms())
-            .await?,
-    ))
+    let view = s
+        .store
+        .set_agent_pools(c.org_id, agent_id, &body.pools, c.actor(), now_ms())
+        .await?;
+    tell_hub_pools(&s, c.org_id, agent_id).await?;
+    Ok(Json(view))
 }
 
 /// Removes an agent (soft: call history keeps it). The last admin cannot be removed.
@@ -489,6 +580,13 @@ async fn remove_agent(
     s.store
         .remove_agent(c.org_id, agent_id, c.actor(), now_ms())
         .await?;
+    // A removed agent in a call: the call ends gracefully and its connections close.
+    s.hub
+        .input(frontdesk_signaling::Input::AgentRemoved {
+            org: c.org_id,
+            agent: agent_id,
+        })
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -589,6 +687,15 @@ async fn create_visitor_session(
     State(s): State<AppState>,
     Json(new): Json<NewVisitorSession>,
 ) -> Result<(StatusCode, Json<VisitorSessionView>), ApiError> {
+    let (view, _) = start_visitor_session(&s, &new).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Checks the widget key, matches the page to a pool and issues the visitor token.
+pub async fn start_visitor_session(
+    s: &AppState,
+    new: &NewVisitorSession,
+) -> Result<(VisitorSessionView, OrgId), ApiError> {
     if new.widget_key.len() > 100 {
         return Err(invalid_widget_key());
     }
@@ -631,13 +738,13 @@ async fn create_visitor_session(
         exp_ms: expires_at_ms,
     });
     Ok((
-        StatusCode::CREATED,
-        Json(VisitorSessionView {
+        VisitorSessionView {
             session_id,
             visitor_token,
             expires_at_ms,
             pool_id,
-        }),
+        },
+        org_id,
     ))
 }
 

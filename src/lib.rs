@@ -17,6 +17,7 @@ pub mod demo;
 pub mod error;
 pub mod http;
 pub mod model;
+pub mod signal;
 pub mod store;
 pub mod telemetry;
 
@@ -101,11 +102,21 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
         .server_secret(VISITOR_TOKEN_KEY, &auth::random_token(32), now_ms())
         .await?;
     let visitor_tokens = VisitorTokens::new(decode_secret(&vt_key)?.expose());
+    let hub = signal::HubHandle::spawn(
+        frontdesk_signaling::HubConfig {
+            visitor_reconnect_ms: u64::try_from(config.visitor_reconnect.as_millis())
+                .unwrap_or(60_000),
+            ..frontdesk_signaling::HubConfig::default()
+        },
+        store.clone(),
+    );
     Ok(AppState(Arc::new(Inner {
         store,
         jwt,
         visitor_tokens,
         visitor_token_ttl: config.visitor_token_ttl,
+        hub,
+        drain: config.drain,
     })))
 }
 
@@ -117,7 +128,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let store = state.store.clone();
+    let (hub, drain) = (state.hub.clone(), state.drain);
     tracing::info!(addr = %listener.local_addr()?, "listening");
+    // Drain first: no new calls, live ones may finish (up to the drain time), then every
+    // signaling connection is closed and the HTTP server stops.
+    let shutdown = async move {
+        shutdown.await;
+        hub.shutdown(drain).await;
+    };
     axum::serve(listener, http::router(state))
         .with_graceful_shutdown(shutdown)
         .await?;

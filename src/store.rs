@@ -320,6 +320,17 @@ impl Store {
         })
     }
 
+    /// Sets the org's billing status directly. Billing's entitlement machine is the real writer;
+    /// tests use this to stand in for it.
+    pub async fn set_status_for_tests(&self, org_id: OrgId, status: OrgStatus) -> Result<()> {
+        sqlx::query("UPDATE orgs SET status = $2 WHERE id = $1")
+            .bind(org_id.to_string())
+            .bind(status.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Sets the seat limit (billing's seat changes). Agents above it stay; new ones are refused.
     pub async fn set_seat_limit(
         &self,
@@ -1246,6 +1257,185 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// What the hub needs about a live agent at login: name and pool memberships.
+    pub async fn agent_for_hub(
+        &self,
+        org_id: OrgId,
+        agent_id: AgentId,
+    ) -> Result<(String, Vec<(PoolId, u32)>)> {
+        let row = sqlx::query(
+            "SELECT display_name FROM agents WHERE org_id = $1 AND id = $2 AND removed_at IS NULL",
+        )
+        .bind(org_id.to_string())
+        .bind(agent_id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("agent"))?;
+        let name: String = row.try_get("display_name")?;
+        Ok((name, self.agent_pools(org_id, agent_id).await?))
+    }
+
+    pub async fn agent_pools(
+        &self,
+        org_id: OrgId,
+        agent_id: AgentId,
+    ) -> Result<Vec<(PoolId, u32)>> {
+        let rows = sqlx::query(
+            "SELECT m.pool_id, m.tier FROM pool_members m JOIN pools p ON p.id = m.pool_id
+             WHERE m.org_id = $1 AND m.agent_id = $2 AND p.removed_at IS NULL",
+        )
+        .bind(org_id.to_string())
+        .bind(agent_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((parse_id(r, "pool_id")?, parse_u32(r, "tier")?)))
+            .collect()
+    }
+
+    /// Live agents who are members of the pool (before a removal changes their pools).
+    pub async fn pool_member_ids(&self, org_id: OrgId, pool_id: PoolId) -> Result<Vec<AgentId>> {
+        let rows =
+            sqlx::query("SELECT agent_id FROM pool_members WHERE org_id = $1 AND pool_id = $2")
+                .bind(org_id.to_string())
+                .bind(pool_id.to_string())
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|r| parse_id(r, "agent_id")).collect()
+    }
+
+    /// A visitor session that has not expired: its org and pool.
+    pub async fn visitor_session(
+        &self,
+        session: VisitorSessionId,
+        now: i64,
+    ) -> Result<Option<(OrgId, PoolId)>> {
+        let row = sqlx::query(
+            "SELECT org_id, pool_id FROM visitor_sessions WHERE id = $1 AND expires_at > $2",
+        )
+        .bind(session.to_string())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((parse_id(&r, "org_id")?, parse_id(&r, "pool_id")?)))
+            .transpose()
+    }
+
+    /// Writes what the hub asks to keep. Each record is one statement; order is the hub's.
+    pub async fn apply_record(&self, r: &frontdesk_signaling::Record) -> Result<()> {
+        use frontdesk_signaling::Record as R;
+        let ms = |t: u64| i64::try_from(t).unwrap_or(i64::MAX);
+        match r {
+            R::CallRequested {
+                call,
+                org,
+                pool,
+                visitor,
+                at,
+            } => {
+                sqlx::query(
+                    "INSERT INTO calls (id, org_id, pool_id, visitor_session_id, state, requested_at)
+                     VALUES ($1, $2, $3, $4, 'requested', $5)",
+                )
+                .bind(call.to_string())
+                .bind(org.to_string())
+                .bind(pool.to_string())
+                .bind(visitor.to_string())
+                .bind(ms(*at))
+                .execute(&self.pool)
+                .await?;
+            }
+            R::CallRinging { call, agent, at } => {
+                sqlx::query(
+                    "UPDATE calls SET state = 'ringing', agent_id = $2, rung_at = $3
+                     WHERE id = $1 AND ended_at IS NULL",
+                )
+                .bind(call.to_string())
+                .bind(agent.to_string())
+                .bind(ms(*at))
+                .execute(&self.pool)
+                .await?;
+            }
+            R::CallConnected { call, agent, at } => {
+                sqlx::query(
+                    "UPDATE calls SET state = 'connected', agent_id = $2, answered_at = $3
+                     WHERE id = $1 AND ended_at IS NULL",
+                )
+                .bind(call.to_string())
+                .bind(agent.to_string())
+                .bind(ms(*at))
+                .execute(&self.pool)
+                .await?;
+            }
+            R::CallState { call, state } => {
+                sqlx::query("UPDATE calls SET state = $2 WHERE id = $1 AND ended_at IS NULL")
+                    .bind(call.to_string())
+                    .bind(state.as_str())
+                    .execute(&self.pool)
+                    .await?;
+            }
+            R::CallEnded { call, reason, at } => {
+                sqlx::query(
+                    "UPDATE calls SET state = 'ended', ended_at = $2, end_reason = $3
+                     WHERE id = $1 AND ended_at IS NULL",
+                )
+                .bind(call.to_string())
+                .bind(ms(*at))
+                .bind(reason.as_str())
+                .execute(&self.pool)
+                .await?;
+            }
+            R::Presence {
+                org,
+                agent,
+                presence,
+                reason,
+                at,
+            } => {
+                let reason = serde_json::to_value(reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                sqlx::query(
+                    "INSERT INTO presence_events (id, org_id, agent_id, presence, reason, at)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(uuid::Uuid::new_v4().to_string())
+                .bind(org.to_string())
+                .bind(agent.to_string())
+                .bind(presence.as_str())
+                .bind(reason)
+                .bind(ms(*at))
+                .execute(&self.pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A call as stored, for tests and reports: (state, agent, end reason).
+    pub async fn call_row(
+        &self,
+        org_id: OrgId,
+        call: frontdesk_domain::CallId,
+    ) -> Result<Option<(String, Option<String>, Option<String>)>> {
+        let row = sqlx::query(
+            "SELECT state, agent_id, end_reason FROM calls WHERE org_id = $1 AND id = $2",
+        )
+        .bind(org_id.to_string())
+        .bind(call.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok((
+                r.try_get("state")?,
+                r.try_get("agent_id")?,
+                r.try_get("end_reason")?,
+            ))
+        })
+        .transpose()
     }
 
     /// Ends every call left open by a previous process, so a restart leaves none stuck.

@@ -286,6 +286,7 @@ async fn a_rotated_jwks_is_picked_up_on_an_unknown_kid() {
         jwks_file: Some(jwks_path.clone()),
         jwks_refresh_min_interval: Duration::ZERO,
         no_hs_secret: true,
+        ..Options::default()
     })
     .await;
     let org = s.org("acme", 5).await;

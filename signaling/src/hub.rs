@@ -110,6 +110,10 @@ pub enum Input {
         agent: AgentId,
         pools: Vec<(PoolId, u32)>,
     },
+    /// The server is stopping: refuse new call requests, let live calls go on.
+    Drain,
+    /// The server stops now: end every call with `server_shutdown` and close every connection.
+    Shutdown,
     /// Time passed; fire what is due.
     Tick,
 }
@@ -269,6 +273,7 @@ pub struct Hub {
     out: VecDeque<Output>,
     stats: HubStats,
     next_seq: u64,
+    draining: bool,
 }
 
 fn err(re: Option<RequestId>, code: &str, message: &str) -> ServerMessage {
@@ -344,6 +349,7 @@ impl Hub {
             out: VecDeque::new(),
             stats: HubStats::default(),
             next_seq: 0,
+            draining: false,
         }
     }
 
@@ -440,6 +446,8 @@ impl Hub {
             Input::AgentPoolsChanged { org, agent, pools } => {
                 self.pools_changed(now, org, agent, pools)
             }
+            Input::Drain => self.draining = true,
+            Input::Shutdown => self.shutdown(now),
             Input::Tick => self.tick(now),
         }
     }
@@ -813,7 +821,13 @@ impl Hub {
         let state = self.calls[&call_id].state;
         self.send(Some(conn), ServerMessage::CallResumed { call_id, state });
         if self.calls[&call_id].queued {
-            self.send_queue_positions(pool);
+            let at = self
+                .pools
+                .get(&pool)
+                .and_then(|p| p.queue.iter().position(|q| *q == call_id));
+            if let Some(at) = at {
+                self.send_queue_positions(pool, at);
+            }
         }
     }
 
@@ -1173,6 +1187,16 @@ impl Hub {
         let Some(facts) = self.org_facts(org).cloned() else {
             return;
         };
+        if self.draining {
+            return self.send(
+                Some(conn),
+                ServerMessage::Unavailable {
+                    re,
+                    reason: UnavailableReason::ServerRestarting,
+                    message: "The service is restarting. Please try again in a minute.".to_owned(),
+                },
+            );
+        }
         let call_id = CallId::new();
         self.stats.calls_requested += 1;
         self.record(Record::CallRequested {
@@ -1381,15 +1405,17 @@ impl Hub {
             })
             .unwrap_or(p.queue.len());
         p.queue.insert(at, call_id);
-        self.send_queue_positions(pool_id);
+        self.send_queue_positions(pool_id, at);
     }
 
-    fn send_queue_positions(&mut self, pool_id: PoolId) {
+    /// Tells waiting visitors from queue index `from` on their (new) position; those ahead of
+    /// `from` did not move.
+    fn send_queue_positions(&mut self, pool_id: PoolId, from: usize) {
         let Some(p) = self.pools.get(&pool_id) else {
             return;
         };
-        let mut msgs = Vec::with_capacity(p.queue.len());
-        for (i, call_id) in p.queue.iter().enumerate() {
+        let mut msgs = Vec::with_capacity(p.queue.len().saturating_sub(from));
+        for (i, call_id) in p.queue.iter().enumerate().skip(from) {
             let vconn = self
                 .calls
                 .get(call_id)
@@ -1408,19 +1434,18 @@ impl Hub {
         }
     }
 
-    fn unqueue(&mut self, call_id: CallId) -> bool {
-        let Some(c) = self.calls.get_mut(&call_id) else {
-            return false;
-        };
+    /// Takes the call out of its pool's queue; returns the index it had.
+    fn unqueue(&mut self, call_id: CallId) -> Option<usize> {
+        let c = self.calls.get_mut(&call_id)?;
         if !c.queued {
-            return false;
+            return None;
         }
         c.queued = false;
         let pool_id = c.pool;
-        if let Some(p) = self.pools.get_mut(&pool_id) {
-            p.queue.retain(|q| *q != call_id);
-        }
-        true
+        let p = self.pools.get_mut(&pool_id)?;
+        let at = p.queue.iter().position(|q| *q == call_id)?;
+        p.queue.remove(at);
+        Some(at)
     }
 
     /// Rings waiting calls of the agent's pools while anyone there is free.
@@ -1450,7 +1475,7 @@ impl Hub {
             return;
         }
         let waiting: Vec<CallId> = p.queue.iter().copied().collect();
-        let mut moved = false;
+        let mut first_moved: Option<usize> = None;
         for call_id in waiting {
             if self
                 .pools
@@ -1460,13 +1485,14 @@ impl Hub {
                 break;
             }
             if let Some(agent) = self.best_agent(call_id) {
-                self.unqueue(call_id);
+                if let Some(at) = self.unqueue(call_id) {
+                    first_moved = Some(first_moved.map_or(at, |f| f.min(at)));
+                }
                 self.ring(now, call_id, agent);
-                moved = true;
             }
         }
-        if moved {
-            self.send_queue_positions(pool_id);
+        if let Some(from) = first_moved {
+            self.send_queue_positions(pool_id, from);
         }
     }
 
@@ -1502,7 +1528,7 @@ impl Hub {
         agent_re: Option<RequestId>,
         visitor_re: Option<RequestId>,
     ) {
-        self.unqueue(call_id);
+        let queue_index = self.unqueue(call_id);
         let Some(c) = self.calls.remove(&call_id) else {
             return;
         };
@@ -1593,8 +1619,8 @@ impl Hub {
             reason,
             at: now,
         });
-        if c.queued {
-            self.send_queue_positions(c.pool);
+        if let Some(from) = queue_index {
+            self.send_queue_positions(c.pool, from);
         }
     }
 
@@ -1713,6 +1739,22 @@ impl Hub {
                 }
             }
         }
+    }
+
+    fn shutdown(&mut self, now: Millis) {
+        self.draining = true;
+        let calls: Vec<CallId> = self.calls.keys().copied().collect();
+        for call_id in calls {
+            self.end_call(now, call_id, EndReason::ServerShutdown, None, None);
+        }
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.out.push_back(Output::Close {
+                conn,
+                reason: CloseReason::ServerShutdown,
+            });
+        }
+        self.conns.clear();
     }
 
     fn forget_agent(&mut self, agent_id: AgentId) {

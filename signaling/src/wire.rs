@@ -275,6 +275,7 @@ pub enum UnavailableReason {
     NoAgents,
     OrgBlocked,
     QueueFull,
+    ServerRestarting,
 }
 
 /// Why the server closes a connection (sent as the close frame's reason).

@@ -543,6 +543,7 @@ fn reject_rings_the_next_agent_and_keeps_the_rejecting_agent_available() {
     assert_eq!(h.hub.agent(b).unwrap().call, Some(call));
     // b rejects too: a is not rung again for this call; the visitor waits in the queue...
     h.sent(1);
+    h.advance(10);
     h.msg(2, ClientMessage::Reject { call_id: call });
     assert!(rings(&h.sent(1)).is_empty());
     assert!(h

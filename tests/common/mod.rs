@@ -2,6 +2,8 @@
 //! `FRONTDESK_TEST_POSTGRES_URL` points at a server: every test gets a database of its own).
 #![allow(dead_code)]
 
+pub mod ws;
+
 use frontdesk::config::{Config, JwksSource, JwtConfig, LogFormat, Secret};
 use frontdesk::http::AppState;
 use frontdesk::store::CreatedOrg;
@@ -15,6 +17,7 @@ pub const AUDIENCE: &str = "authenticated";
 
 pub struct TestServer {
     pub base: String,
+    pub database_url: String,
     pub state: AppState,
     pub http: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -27,6 +30,9 @@ pub struct Options {
     pub jwks_file: Option<PathBuf>,
     pub jwks_refresh_min_interval: Duration,
     pub no_hs_secret: bool,
+    pub visitor_reconnect: Option<Duration>,
+    /// Reuse a database (to restart a server on it).
+    pub database_url: Option<String>,
 }
 
 /// A database URL of its own for one test.
@@ -56,7 +62,10 @@ impl TestServer {
 
     pub async fn start_with(opts: Options) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let database_url = test_database_url(dir.path()).await;
+        let database_url = match opts.database_url {
+            Some(u) => u,
+            None => test_database_url(dir.path()).await,
+        };
         let config = Config {
             listen: "127.0.0.1:0".parse().expect("loopback address"),
             database_url,
@@ -70,8 +79,11 @@ impl TestServer {
             },
             visitor_token_ttl: Duration::from_secs(3600),
             public_url: None,
+            visitor_reconnect: opts.visitor_reconnect.unwrap_or(Duration::from_secs(60)),
+            drain: Duration::from_secs(5),
         };
         let state = frontdesk::prepare(&config).await.expect("server prepares");
+        let database_url = config.database_url.clone();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .expect("bind 127.0.0.1:0");
@@ -82,6 +94,7 @@ impl TestServer {
         }));
         TestServer {
             base,
+            database_url,
             state,
             http: reqwest::Client::new(),
             shutdown: Some(tx),
@@ -97,6 +110,16 @@ impl TestServer {
         if let Some(t) = self.task.take() {
             t.await.expect("server task").expect("server stops cleanly");
         }
+    }
+
+    /// Stops the server the hard way, as a crash would: nothing is drained or closed.
+    pub fn abort(mut self) -> String {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        self.shutdown.take();
+        std::mem::forget(self._dir);
+        self.database_url.clone()
     }
 
     pub fn url(&self, path: &str) -> String {
