@@ -39,6 +39,7 @@ pub struct SettingsPatch {
     #[schema(minimum = 1, maximum = 3650)]
     pub retention_days: Option<u32>,
     /// ISO 3166-1 alpha-2 codes; at most 250.
+    #[schema(max_items = 250, pattern = "^[A-Za-z]{2}$")]
     pub blocked_countries: Option<Vec<String>>,
     pub queue_when_unavailable: Option<bool>,
 }
@@ -71,6 +72,7 @@ pub struct MemberView {
 #[serde(deny_unknown_fields)]
 pub struct NewPool {
     /// 1 to 100 characters, unique among the org's pools.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub name: String,
     /// Make this the org's default pool (the previous default stops being it).
     #[serde(default)]
@@ -80,6 +82,7 @@ pub struct NewPool {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PoolPatch {
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub name: Option<String>,
     /// Only `true` is accepted: make another pool the default to move it.
     pub is_default: Option<bool>,
@@ -89,9 +92,15 @@ pub struct PoolPatch {
 #[serde(deny_unknown_fields)]
 pub struct NewRule {
     /// `example.com` or `*.example.com` (subdomains only).
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+    )]
     pub domain: String,
     /// Matches on segment boundaries; default `/`.
     #[serde(default = "root_path")]
+    #[schema(min_length = 1, max_length = 512, pattern = r"^/[^?#]*$")]
     pub path_prefix: String,
     /// Higher wins; -1,000 to 1,000; default 0.
     #[serde(default)]
@@ -128,8 +137,15 @@ pub struct MembershipView {
 #[serde(deny_unknown_fields)]
 pub struct NewAgent {
     /// The `sub` your identity provider puts in this agent's tokens.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub user_id: String,
+    #[schema(
+        min_length = 3,
+        max_length = 320,
+        pattern = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+    )]
     pub email: String,
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub display_name: String,
     #[serde(default = "agent_role")]
     pub role: Role,
@@ -144,7 +160,13 @@ fn agent_role() -> Role {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentPatch {
+    #[schema(
+        min_length = 3,
+        max_length = 320,
+        pattern = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+    )]
     pub email: Option<String>,
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub display_name: Option<String>,
     pub role: Option<Role>,
 }
@@ -170,6 +192,7 @@ pub struct WidgetKeyView {
 #[serde(deny_unknown_fields)]
 pub struct NewWidgetKey {
     #[serde(default)]
+    #[schema(max_length = 100)]
     pub label: String,
 }
 
@@ -189,8 +212,14 @@ pub struct AuditEntry {
 #[serde(deny_unknown_fields)]
 pub struct NewVisitorSession {
     /// The org's public widget key.
+    #[schema(min_length = 1, max_length = 100)]
     pub widget_key: String,
-    /// The page the widget runs on; it picks the pool.
+    /// The page the widget runs on (absolute http or https URL); it picks the pool.
+    #[schema(
+        min_length = 8,
+        max_length = 2048,
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?://"
+    )]
     pub page_url: String,
 }
 

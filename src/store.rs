@@ -1098,14 +1098,8 @@ impl Store {
         actor: Actor,
         now: i64,
     ) -> Result<WidgetKeyView> {
-        let label = label.trim();
-        if label.chars().count() > 100 || label.chars().any(char::is_control) {
-            return Err(DomainError::TooLong {
-                field: "label",
-                max: 100,
-            }
-            .into());
-        }
+        let label = frontdesk_domain::optional_text("label", label, 100)?;
+        let label = label.as_str();
         let mut tx = self.pool.begin().await?;
         lock_org(&mut tx, org_id, now).await?;
         let n: i64 = sqlx::query(

@@ -50,6 +50,8 @@ pub enum DomainError {
     TooLong { field: &'static str, max: usize },
     #[error("{field} must not be empty")]
     Empty { field: &'static str },
+    #[error("{field} must not contain control characters")]
+    ControlCharacters { field: &'static str },
 }
 
 /// An amount of money in the currency's minor unit (cents for USD), never a float.
@@ -95,10 +97,15 @@ pub fn bounded_text(field: &'static str, value: &str, max: usize) -> Result<Stri
         return Err(DomainError::TooLong { field, max });
     }
     if v.chars().any(char::is_control) {
-        return Err(DomainError::InvalidId {
-            kind: field,
-            value: v.escape_debug().to_string(),
-        });
+        return Err(DomainError::ControlCharacters { field });
     }
     Ok(v.to_owned())
+}
+
+/// Like [`bounded_text`], but an empty value is allowed.
+pub fn optional_text(field: &'static str, value: &str, max: usize) -> Result<String, DomainError> {
+    if value.trim().is_empty() {
+        return Ok(String::new());
+    }
+    bounded_text(field, value, max)
 }
