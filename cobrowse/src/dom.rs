@@ -1,0 +1,491 @@
+//! A compact arena DOM and its html5ever `TreeSink`: nodes live in one `Vec`, linked by index, so
+//! parsing allocates per node only what html5ever hands over (names, attributes, text).
+
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+
+use html5ever::interface::{ElemName, ElementFlags, NodeOrText, QuirksMode, TreeSink};
+use html5ever::tendril::{StrTendril, TendrilSink};
+use html5ever::tree_builder::TreeBuilderOpts;
+use html5ever::{ns, Attribute, LocalName, Namespace, ParseOpts, QualName};
+
+use crate::render::{AttrPrefix, AttrView, ElemView, NodeView, Source};
+use crate::rules::Ns;
+
+/// "No node".
+const NIL: u32 = u32::MAX;
+
+pub(crate) struct Element {
+    pub(crate) name: QualName,
+    ns: Ns,
+    pub(crate) attrs: Vec<Attribute>,
+    /// The template contents fragment (a `Fragment` node), or `NIL`.
+    template: u32,
+    annotation_html: bool,
+}
+
+pub(crate) enum Data {
+    Document,
+    /// Template contents.
+    Fragment,
+    /// Index into the element table.
+    Element(u32),
+    Text(StrTendril),
+    /// Comments, processing instructions and doctypes: never serialized.
+    Ignored,
+}
+
+pub(crate) struct Node {
+    parent: u32,
+    first_child: u32,
+    last_child: u32,
+    prev: u32,
+    next: u32,
+    pub(crate) data: Data,
+}
+
+impl Node {
+    fn new(data: Data) -> Node {
+        Node {
+            parent: NIL,
+            first_child: NIL,
+            last_child: NIL,
+            prev: NIL,
+            next: NIL,
+            data,
+        }
+    }
+}
+
+/// A parsed document.
+pub(crate) struct Dom {
+    nodes: Vec<Node>,
+    elems: Vec<Element>,
+    /// The parser switched to quirks or limited-quirks mode (odd or missing doctype), or had to
+    /// restructure the tree (foster parenting, adoption agency): serializing such a tree may not
+    /// parse back to the same tree.
+    pub(crate) irregular: bool,
+}
+
+impl Dom {
+    pub(crate) const ROOT: u32 = 0;
+
+    /// Number of nodes (comments and doctypes included).
+    pub(crate) fn len(&self) -> usize {
+        self.nodes.len()
+    }
+}
+
+/// Parse a whole document, with the scripting flag off (as the agent's sandboxed viewer parses).
+pub(crate) fn parse_document(html: &str) -> Dom {
+    let sink = Sink {
+        arena: RefCell::new(Arena {
+            nodes: Vec::with_capacity(html.len() / 24 + 16),
+            elems: Vec::with_capacity(html.len() / 48 + 16),
+        }),
+        quirks: Cell::new(false),
+    };
+    sink.arena
+        .borrow_mut()
+        .nodes
+        .push(Node::new(Data::Document));
+    let opts = ParseOpts {
+        tree_builder: TreeBuilderOpts {
+            scripting_enabled: false,
+            ..TreeBuilderOpts::default()
+        },
+        ..ParseOpts::default()
+    };
+    html5ever::parse_document(sink, opts).one(StrTendril::from_slice(html))
+}
+
+struct Arena {
+    nodes: Vec<Node>,
+    elems: Vec<Element>,
+}
+
+struct Sink {
+    arena: RefCell<Arena>,
+    /// See [`Dom::irregular`].
+    quirks: Cell<bool>,
+}
+
+/// An element name handed back to the tree builder (atoms are cheap to clone).
+#[derive(Debug)]
+pub(crate) struct Name {
+    ns: Namespace,
+    local: LocalName,
+}
+
+impl ElemName for Name {
+    fn ns(&self) -> &Namespace {
+        &self.ns
+    }
+    fn local_name(&self) -> &LocalName {
+        &self.local
+    }
+}
+
+impl Sink {
+    fn push(&self, data: Data) -> u32 {
+        let nodes = &mut self.arena.borrow_mut().nodes;
+        let id =
+            u32::try_from(nodes.len()).expect("arena index fits in u32: input is at most 5 MiB");
+        nodes.push(Node::new(data));
+        id
+    }
+
+    fn elem<R>(&self, id: u32, f: impl FnOnce(&Element) -> R) -> Option<R> {
+        let a = self.arena.borrow();
+        match a.nodes[id as usize].data {
+            Data::Element(e) => Some(f(&a.elems[e as usize])),
+            _ => None,
+        }
+    }
+
+    fn detach(nodes: &mut [Node], id: u32) {
+        let (parent, prev, next) = {
+            let n = &nodes[id as usize];
+            (n.parent, n.prev, n.next)
+        };
+        if parent == NIL {
+            return;
+        }
+        if prev != NIL {
+            nodes[prev as usize].next = next;
+        } else {
+            nodes[parent as usize].first_child = next;
+        }
+        if next != NIL {
+            nodes[next as usize].prev = prev;
+        } else {
+            nodes[parent as usize].last_child = prev;
+        }
+        let n = &mut nodes[id as usize];
+        n.parent = NIL;
+        n.prev = NIL;
+        n.next = NIL;
+    }
+
+    fn append_child(nodes: &mut [Node], parent: u32, child: u32) {
+        Self::detach(nodes, child);
+        let last = nodes[parent as usize].last_child;
+        {
+            let c = &mut nodes[child as usize];
+            c.parent = parent;
+            c.prev = last;
+            c.next = NIL;
+        }
+        if last != NIL {
+            nodes[last as usize].next = child;
+        } else {
+            nodes[parent as usize].first_child = child;
+        }
+        nodes[parent as usize].last_child = child;
+    }
+
+    fn insert_before(nodes: &mut [Node], sibling: u32, child: u32) {
+        Self::detach(nodes, child);
+        let (parent, prev) = {
+            let s = &nodes[sibling as usize];
+            (s.parent, s.prev)
+        };
+        {
+            let c = &mut nodes[child as usize];
+            c.parent = parent;
+            c.prev = prev;
+            c.next = sibling;
+        }
+        nodes[sibling as usize].prev = child;
+        if prev != NIL {
+            nodes[prev as usize].next = child;
+        } else if parent != NIL {
+            nodes[parent as usize].first_child = child;
+        }
+    }
+
+    fn append_text_to(nodes: &mut [Node], id: u32, text: &StrTendril) -> bool {
+        if id == NIL {
+            return false;
+        }
+        if let Data::Text(t) = &mut nodes[id as usize].data {
+            t.push_tendril(text);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl TreeSink for Sink {
+    type Handle = u32;
+    type Output = Dom;
+    type ElemName<'a> = Name;
+
+    fn finish(self) -> Dom {
+        let a = self.arena.into_inner();
+        Dom {
+            nodes: a.nodes,
+            elems: a.elems,
+            irregular: self.quirks.get(),
+        }
+    }
+
+    fn parse_error(&self, _msg: Cow<'static, str>) {}
+
+    fn get_document(&self) -> u32 {
+        Dom::ROOT
+    }
+
+    fn elem_name<'a>(&'a self, target: &'a u32) -> Name {
+        self.elem(*target, |e| Name {
+            ns: e.name.ns.clone(),
+            local: e.name.local.clone(),
+        })
+        // The tree builder only asks for element names; answer something inert otherwise.
+        .unwrap_or_else(|| Name {
+            ns: ns!(html),
+            local: LocalName::from(""),
+        })
+    }
+
+    fn create_element(&self, name: QualName, attrs: Vec<Attribute>, flags: ElementFlags) -> u32 {
+        let template = if flags.template {
+            self.push(Data::Fragment)
+        } else {
+            NIL
+        };
+        let n = &name.ns;
+        let ns = if *n == ns!(html) {
+            Ns::Html
+        } else if *n == ns!(svg) {
+            Ns::Svg
+        } else if *n == ns!(mathml) {
+            Ns::MathMl
+        } else {
+            Ns::Other
+        };
+        let mut a = self.arena.borrow_mut();
+        let e =
+            u32::try_from(a.elems.len()).expect("arena index fits in u32: input is at most 5 MiB");
+        a.elems.push(Element {
+            name,
+            ns,
+            attrs,
+            template,
+            annotation_html: flags.mathml_annotation_xml_integration_point,
+        });
+        let id =
+            u32::try_from(a.nodes.len()).expect("arena index fits in u32: input is at most 5 MiB");
+        a.nodes.push(Node::new(Data::Element(e)));
+        id
+    }
+
+    fn create_comment(&self, _text: StrTendril) -> u32 {
+        self.push(Data::Ignored)
+    }
+
+    fn create_pi(&self, _target: StrTendril, _data: StrTendril) -> u32 {
+        self.push(Data::Ignored)
+    }
+
+    fn append(&self, parent: &u32, child: NodeOrText<u32>) {
+        let id = match child {
+            NodeOrText::AppendText(text) => {
+                {
+                    let nodes = &mut self.arena.borrow_mut().nodes;
+                    let last = nodes[*parent as usize].last_child;
+                    if Self::append_text_to(nodes, last, &text) {
+                        return;
+                    }
+                }
+                self.push(Data::Text(text))
+            }
+            NodeOrText::AppendNode(n) => n,
+        };
+        Self::append_child(&mut self.arena.borrow_mut().nodes, *parent, id);
+    }
+
+    fn append_based_on_parent_node(
+        &self,
+        element: &u32,
+        prev_element: &u32,
+        child: NodeOrText<u32>,
+    ) {
+        self.quirks.set(true);
+        let has_parent = self.arena.borrow().nodes[*element as usize].parent != NIL;
+        if has_parent {
+            self.append_before_sibling(element, child);
+        } else {
+            self.append(prev_element, child);
+        }
+    }
+
+    fn append_doctype_to_document(
+        &self,
+        _name: StrTendril,
+        _public_id: StrTendril,
+        _system_id: StrTendril,
+    ) {
+        let id = self.push(Data::Ignored);
+        Self::append_child(&mut self.arena.borrow_mut().nodes, Dom::ROOT, id);
+    }
+
+    fn get_template_contents(&self, target: &u32) -> u32 {
+        match self.elem(*target, |e| e.template) {
+            Some(t) if t != NIL => t,
+            // Not a template: hand back the element itself (the tree builder never does this).
+            _ => *target,
+        }
+    }
+
+    fn same_node(&self, x: &u32, y: &u32) -> bool {
+        x == y
+    }
+
+    fn set_quirks_mode(&self, mode: QuirksMode) {
+        if mode != QuirksMode::NoQuirks {
+            self.quirks.set(true);
+        }
+    }
+
+    fn append_before_sibling(&self, sibling: &u32, new_node: NodeOrText<u32>) {
+        self.quirks.set(true);
+        let id = match new_node {
+            NodeOrText::AppendText(text) => {
+                {
+                    let nodes = &mut self.arena.borrow_mut().nodes;
+                    let prev = nodes[*sibling as usize].prev;
+                    if Self::append_text_to(nodes, prev, &text) {
+                        return;
+                    }
+                }
+                self.push(Data::Text(text))
+            }
+            NodeOrText::AppendNode(n) => n,
+        };
+        Self::insert_before(&mut self.arena.borrow_mut().nodes, *sibling, id);
+    }
+
+    fn add_attrs_if_missing(&self, target: &u32, attrs: Vec<Attribute>) {
+        let mut arena = self.arena.borrow_mut();
+        let Arena { nodes, elems } = &mut *arena;
+        if let Data::Element(i) = nodes[*target as usize].data {
+            let e = &mut elems[i as usize];
+            for a in attrs {
+                if !e.attrs.iter().any(|x| x.name == a.name) {
+                    e.attrs.push(a);
+                }
+            }
+        }
+    }
+
+    fn remove_from_parent(&self, target: &u32) {
+        self.quirks.set(true);
+        Self::detach(&mut self.arena.borrow_mut().nodes, *target);
+    }
+
+    fn reparent_children(&self, node: &u32, new_parent: &u32) {
+        self.quirks.set(true);
+        let nodes = &mut self.arena.borrow_mut().nodes;
+        let mut c = nodes[*node as usize].first_child;
+        while c != NIL {
+            let next = nodes[c as usize].next;
+            Self::append_child(nodes, *new_parent, c);
+            c = next;
+        }
+    }
+
+    fn is_mathml_annotation_xml_integration_point(&self, handle: &u32) -> bool {
+        self.elem(*handle, |e| e.annotation_html).unwrap_or(false)
+    }
+}
+
+/// Children of an arena node.
+pub(crate) struct Children<'a> {
+    nodes: &'a [Node],
+    next: u32,
+}
+
+impl Iterator for Children<'_> {
+    type Item = u32;
+    fn next(&mut self) -> Option<u32> {
+        if self.next == NIL {
+            return None;
+        }
+        let id = self.next;
+        self.next = self.nodes[id as usize].next;
+        Some(id)
+    }
+}
+
+/// Attributes of an arena element.
+#[derive(Clone)]
+pub(crate) struct Attrs<'a> {
+    it: std::slice::Iter<'a, Attribute>,
+}
+
+impl<'a> Iterator for Attrs<'a> {
+    type Item = AttrView<'a>;
+    fn next(&mut self) -> Option<AttrView<'a>> {
+        self.it.next().map(|a| AttrView {
+            prefix: if a.name.ns == ns!() {
+                AttrPrefix::None
+            } else if a.name.ns == ns!(xlink) {
+                AttrPrefix::XLink
+            } else if a.name.ns == ns!(xml) {
+                AttrPrefix::Xml
+            } else {
+                AttrPrefix::XmlNs
+            },
+            local: &a.name.local,
+            value: &a.value,
+        })
+    }
+}
+
+impl Source for Dom {
+    type Id = u32;
+    type Children<'a> = Children<'a>;
+    type Attrs<'a> = Attrs<'a>;
+
+    fn node(&self, id: u32) -> NodeView<'_> {
+        match &self.nodes[id as usize].data {
+            Data::Element(i) => {
+                let e = &self.elems[*i as usize];
+                NodeView::Element(ElemView {
+                    ns: e.ns,
+                    local: &e.name.local,
+                    annotation_html: e.annotation_html,
+                })
+            }
+            Data::Text(t) => NodeView::Text(t),
+            _ => NodeView::Other,
+        }
+    }
+
+    fn attrs(&self, id: u32) -> Attrs<'_> {
+        match &self.nodes[id as usize].data {
+            Data::Element(i) => Attrs {
+                it: self.elems[*i as usize].attrs.iter(),
+            },
+            _ => Attrs { it: [].iter() },
+        }
+    }
+
+    fn children(&self, id: u32) -> Children<'_> {
+        Children {
+            nodes: &self.nodes,
+            next: self.nodes[id as usize].first_child,
+        }
+    }
+
+    fn content_root(&self, id: u32) -> u32 {
+        match &self.nodes[id as usize].data {
+            Data::Element(i) if self.elems[*i as usize].template != NIL => {
+                self.elems[*i as usize].template
+            }
+            _ => id,
+        }
+    }
+}
