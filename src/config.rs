@@ -85,6 +85,16 @@ pub struct ServerArgs {
     /// On shutdown, how long live calls may go on before they are ended, in seconds.
     #[arg(long, env = "FRONTDESK_DRAIN_SECONDS", default_value = "30")]
     pub drain_seconds: String,
+    /// How long an org with an unpaid invoice keeps taking calls, in seconds.
+    #[arg(long, env = "FRONTDESK_BILLING_GRACE_SECONDS", default_value = "0")]
+    pub billing_grace_seconds: String,
+    /// Sender of notification emails.
+    #[arg(
+        long,
+        env = "FRONTDESK_SMTP_FROM",
+        default_value = "frontdesk <noreply@localhost>"
+    )]
+    pub smtp_from: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -199,6 +209,7 @@ pub struct Config {
     pub public_url: Option<url::Url>,
     pub visitor_reconnect: Duration,
     pub drain: Duration,
+    pub billing: crate::billing::BillingConfig,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://frontdesk.db";
@@ -320,7 +331,49 @@ impl Config {
             0,
             3_600,
         )?);
+        let webhook_secrets = read_secret(env, "FRONTDESK_STRIPE_WEBHOOK_SECRET")?
+            .map(|s| {
+                String::from_utf8_lossy(s.expose())
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| p.as_bytes().to_vec())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        let smtp_url = read_secret(env, "FRONTDESK_SMTP_URL")?;
+        if let Some(u) = &smtp_url {
+            let text = String::from_utf8_lossy(u.expose());
+            if !(text.starts_with("smtp://") || text.starts_with("smtps://")) {
+                return Err(bad(
+                    "FRONTDESK_SMTP_URL",
+                    "must start with smtp:// or smtps:// (the value is not shown: it may hold a password)",
+                ));
+            }
+        }
+        if args.smtp_from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(bad(
+                "FRONTDESK_SMTP_FROM",
+                format!(
+                    "not a mailbox such as \"frontdesk <noreply@example.com>\" (got {:?})",
+                    args.smtp_from
+                ),
+            ));
+        }
+        let billing = crate::billing::BillingConfig {
+            webhook_secrets,
+            grace_s: i64::try_from(parse_seconds(
+                "FRONTDESK_BILLING_GRACE_SECONDS",
+                &args.billing_grace_seconds,
+                0,
+                90 * 86_400,
+            )?)
+            .unwrap_or(0),
+            smtp_url,
+            smtp_from: args.smtp_from.clone(),
+        };
         Ok(Config {
+            billing,
             visitor_reconnect,
             drain,
             listen,
@@ -366,6 +419,9 @@ pub fn resolve_database_url(args: &DbArgs, default_db: &str) -> Result<String, C
 pub fn read_secret(env: Env<'_>, name: &'static str) -> Result<Option<Secret>, ConfigError> {
     let file_var: &'static str = match name {
         "FRONTDESK_JWT_SECRET" => "FRONTDESK_JWT_SECRET_FILE",
+        "FRONTDESK_STRIPE_WEBHOOK_SECRET" => "FRONTDESK_STRIPE_WEBHOOK_SECRET_FILE",
+        "FRONTDESK_STRIPE_API_KEY" => "FRONTDESK_STRIPE_API_KEY_FILE",
+        "FRONTDESK_SMTP_URL" => "FRONTDESK_SMTP_URL_FILE",
         _ => return Ok(env(name).map(|v| Secret::new(v.into_bytes()))),
     };
     match (env(name), env(file_var)) {

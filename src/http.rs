@@ -29,6 +29,8 @@ pub struct Inner {
     pub visitor_token_ttl: Duration,
     pub hub: crate::signal::HubHandle,
     pub drain: Duration,
+    pub billing: crate::billing::BillingConfig,
+    pub billing_wake: crate::billing::BillingWake,
 }
 
 impl std::ops::Deref for AppState {
@@ -159,6 +161,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/audit-log", get(audit_log))
         .route("/v1/visitor/sessions", post(create_visitor_session))
+        .route("/v1/webhooks/stripe", post(crate::billing::stripe_webhook))
+        .route("/v1/notifications", get(list_notifications))
+        .route(
+            "/v1/notifications/{notification_id}/resend",
+            post(resend_notification),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -674,6 +682,53 @@ async fn audit_log(
     Ok(Json(s.store.audit_log(c.org_id, limit, q.before_ms).await?))
 }
 
+// ---- notifications -------------------------------------------------------------------
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// 1 to 200; default 50.
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<u32>,
+}
+
+/// The org's notification emails, newest first, with their delivery status.
+#[utoipa::path(get, path = "/v1/notifications", tag = "billing", security(("bearer" = [])),
+    params(ListQuery),
+    responses((status = 200, body = Vec<NotificationView>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_notifications(
+    State(s): State<AppState>,
+    Admin(c): Admin,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<NotificationView>>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be between 1 and 200",
+        ));
+    }
+    Ok(Json(s.store.notifications(c.org_id, limit).await?))
+}
+
+/// Queues a notification again (after a failure, or to send it once more).
+#[utoipa::path(post, path = "/v1/notifications/{notification_id}/resend", tag = "billing", security(("bearer" = [])),
+    params(("notification_id" = uuid::Uuid, Path)),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn resend_notification(
+    State(s): State<AppState>,
+    Admin(c): Admin,
+    Path(id): Path<uuid::Uuid>,
+) -> Result<StatusCode, ApiError> {
+    s.store
+        .resend_notification(c.org_id, &id.to_string(), c.actor(), now_ms())
+        .await?;
+    s.billing_wake.mail.notify_one();
+    Ok(StatusCode::NO_CONTENT)
+}
+
 // ---- visitors ----------------------------------------------------------------------------
 
 /// Starts a visitor session from the org's public widget key and the page the widget runs on.
@@ -778,7 +833,8 @@ impl utoipa::Modify for BearerAuth {
     paths(healthz, readyz, me, get_org, patch_settings, list_pools, create_pool, get_pool, patch_pool,
           delete_pool, add_rule, delete_rule, list_agents, add_agent, get_agent, patch_agent,
           set_agent_pools, remove_agent, list_widget_keys, create_widget_key, revoke_widget_key,
-          audit_log, create_visitor_session),
+          audit_log, create_visitor_session, list_notifications, resend_notification,
+          crate::billing::stripe_webhook),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
 )]

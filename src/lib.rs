@@ -12,6 +12,8 @@
 //! ```
 
 pub mod auth;
+pub mod billing;
+pub mod billing_store;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -110,7 +112,10 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
         },
         store.clone(),
     );
+    let billing_wake = billing::spawn(store.clone(), hub.clone(), config.billing.clone());
     Ok(AppState(Arc::new(Inner {
+        billing: config.billing.clone(),
+        billing_wake,
         store,
         jwt,
         visitor_tokens,

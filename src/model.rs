@@ -236,3 +236,18 @@ pub struct VisitorSessionView {
 pub struct Health {
     pub status: String,
 }
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct NotificationView {
+    pub id: String,
+    /// `payment_failed`, `subscription_cancelled`, `pause_ending`, `agent_invite`.
+    pub kind: String,
+    pub to: String,
+    pub subject: String,
+    /// `pending`, `sending`, `sent` or `failed`.
+    pub status: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub created_at_ms: i64,
+    pub sent_at_ms: Option<i64>,
+}

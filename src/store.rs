@@ -96,7 +96,7 @@ impl Actor {
 
 #[derive(Clone)]
 pub struct Store {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     dialect: Dialect,
 }
 
@@ -1455,7 +1455,11 @@ impl Store {
 /// the transaction, and returns its seat limit. Every write transaction that reads before it
 /// writes starts here: checks see a stable org, and SQLite never has to upgrade a read
 /// transaction to a write one (which fails with SQLITE_BUSY under concurrency).
-async fn lock_org(tx: &mut Transaction<'_, Any>, org_id: OrgId, now: i64) -> Result<u32> {
+pub(crate) async fn lock_org(
+    tx: &mut Transaction<'_, Any>,
+    org_id: OrgId,
+    now: i64,
+) -> Result<u32> {
     let done = sqlx::query("UPDATE orgs SET updated_at = $2 WHERE id = $1")
         .bind(org_id.to_string())
         .bind(now)
@@ -1591,7 +1595,7 @@ async fn replace_memberships(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn audit(
+pub(crate) async fn audit(
     tx: &mut Transaction<'_, Any>,
     org_id: OrgId,
     actor: Actor,
@@ -1654,13 +1658,17 @@ fn validate_memberships(pools: &[MembershipView]) -> Result<()> {
     Ok(())
 }
 
-fn parse_id<T: FromStr<Err = DomainError>>(row: &AnyRow, col: &str) -> Result<T> {
+pub(crate) fn parse_id<T: FromStr<Err = DomainError>>(row: &AnyRow, col: &str) -> Result<T> {
     let s: String = row.try_get(col)?;
     s.parse()
         .map_err(|e: DomainError| StoreError::Corrupt(e.to_string()))
 }
 
-fn parse_enum<T>(row: &AnyRow, col: &str, parse: fn(&str) -> Result<T, DomainError>) -> Result<T> {
+pub(crate) fn parse_enum<T>(
+    row: &AnyRow,
+    col: &str,
+    parse: fn(&str) -> Result<T, DomainError>,
+) -> Result<T> {
     let s: String = row.try_get(col)?;
     parse(&s).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -1678,7 +1686,7 @@ fn parse_u32(row: &AnyRow, col: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{col} out of range: {v}")))
 }
 
-fn org_from_row(row: &AnyRow) -> Result<OrgRow> {
+pub(crate) fn org_from_row(row: &AnyRow) -> Result<OrgRow> {
     let csv: String = row.try_get("blocked_countries")?;
     Ok(OrgRow {
         id: parse_id(row, "id")?,

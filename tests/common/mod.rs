@@ -33,6 +33,8 @@ pub struct Options {
     pub visitor_reconnect: Option<Duration>,
     /// Reuse a database (to restart a server on it).
     pub database_url: Option<String>,
+    pub webhook_secrets: Vec<Vec<u8>>,
+    pub smtp_url: Option<String>,
 }
 
 /// A database URL of its own for one test.
@@ -81,6 +83,12 @@ impl TestServer {
             public_url: None,
             visitor_reconnect: opts.visitor_reconnect.unwrap_or(Duration::from_secs(60)),
             drain: Duration::from_secs(5),
+            billing: frontdesk::billing::BillingConfig {
+                webhook_secrets: opts.webhook_secrets.clone(),
+                grace_s: 0,
+                smtp_url: opts.smtp_url.clone().map(|u| Secret::new(u.into_bytes())),
+                smtp_from: "frontdesk <noreply@frontdesk.test>".into(),
+            },
         };
         let state = frontdesk::prepare(&config).await.expect("server prepares");
         let database_url = config.database_url.clone();
