@@ -93,9 +93,10 @@ type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(base: &str, auth: Value) -> (Ws, Value) {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{base}/v1/signal"))
-        .await
-        .expect("connect");
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(format!("ws://{base}/v1/signal"), None, true)
+            .await
+            .expect("connect");
     let mut auth = auth;
     auth["id"] = json!(1);
     ws.send(Message::Text(auth.to_string().into()))
@@ -139,6 +140,11 @@ async fn main() {
         .env("FRONTDESK_DATABASE_URL", &db)
         .output()
         .unwrap();
+    assert!(
+        out.status.success(),
+        "create-org: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let field = |k: &str| {
         text.lines()

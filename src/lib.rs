@@ -141,6 +141,14 @@ pub async fn run(
         shutdown.await;
         hub.shutdown(drain).await;
     };
+    // Signaling frames are small and latency-bound: never let Nagle hold one back waiting for
+    // the peer's delayed ACK (that alone added ~40 ms to every ring).
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, http::router(state))
         .with_graceful_shutdown(shutdown)
         .await?;

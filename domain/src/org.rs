@@ -215,7 +215,7 @@ pub fn validate_tier(tier: u32) -> Result<(), DomainError> {
 }
 
 /// Bounds of a seat limit.
-pub const SEAT_LIMIT_MAX: u32 = 10_000;
+pub const SEAT_LIMIT_MAX: u32 = 100_000;
 
 #[cfg(test)]
 mod tests {
