@@ -340,6 +340,17 @@ impl Store {
                 .bind(ent.next_change(now / 1000, grace_s).map(|t| t * 1000))
                 .execute(&mut *tx)
                 .await?;
+            if let Some(end) = ent.pause_resumes_at.filter(|_| ent.pause_collection) {
+                let left = end - now / 1000;
+                if left > 0 && left <= Entitlement::PAUSE_NOTICE_S {
+                    let when = format!("in about {} hours", (left + 1800) / 3600);
+                    queue_admin_email(&mut tx, org_id, "pause_ending",
+                        &format!("{name}: your pause ends {when}"),
+                        "Your subscription's pause ends soon: collection resumes and your agents can take \
+                         calls again. If the payment fails, calls stop again until it is paid.",
+                        &format!("pause_ending:{end}"), now).await?;
+                }
+            }
             if before != after {
                 let cause = format!("recheck:{now}");
                 audit(
@@ -363,6 +374,125 @@ impl Store {
             tx.commit().await?;
         }
         Ok(out)
+    }
+
+    /// Changes the org's entitlement state after Stripe confirmed an admin's action (pause,
+    /// resume, cancel at period end), recomputes the status at once, audits and queues emails.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn update_entitlement(
+        &self,
+        org_id: OrgId,
+        actor: Actor,
+        action: &str,
+        details: serde_json::Value,
+        change: impl FnOnce(&mut Entitlement),
+        grace_s: i64,
+        now: i64,
+    ) -> Result<Option<Transition>> {
+        let mut tx = self.pool.begin().await?;
+        lock_org(&mut tx, org_id, now).await?;
+        let row = sqlx::query("SELECT name, status, entitlement FROM orgs WHERE id = $1")
+            .bind(org_id.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        let before = parse_enum(&row, "status", OrgStatus::parse)?;
+        let name: String = row.try_get("name")?;
+        let mut ent: Entitlement = serde_json::from_str(&row.try_get::<String, _>("entitlement")?)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        change(&mut ent);
+        let after = ent.org_status(now / 1000, grace_s);
+        sqlx::query(
+            "UPDATE orgs SET entitlement = $2, status = $3, billing_next_check = $4 WHERE id = $1",
+        )
+        .bind(org_id.to_string())
+        .bind(serde_json::to_string(&ent).unwrap_or_else(|_| "{}".into()))
+        .bind(after.as_str())
+        .bind(ent.next_change(now / 1000, grace_s).map(|t| t * 1000))
+        .execute(&mut *tx)
+        .await?;
+        audit(
+            &mut tx,
+            org_id,
+            actor,
+            action,
+            "org",
+            &org_id.to_string(),
+            details,
+            now,
+        )
+        .await?;
+        if before != after {
+            audit(
+                &mut tx,
+                org_id,
+                actor,
+                "billing.status",
+                "org",
+                &org_id.to_string(),
+                serde_json::json!({ "from": before, "to": after, "cause": action }),
+                now,
+            )
+            .await?;
+            queue_status_emails(
+                &mut tx,
+                org_id,
+                &name,
+                after,
+                &format!("{action}:{now}"),
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok((before != after).then_some(Transition {
+            org: org_id,
+            before,
+            after,
+        }))
+    }
+
+    /// The org's Stripe subscription and entitlement, for the billing API.
+    pub async fn billing_state(
+        &self,
+        org_id: OrgId,
+    ) -> Result<(Option<String>, Option<String>, Entitlement)> {
+        let row = sqlx::query("SELECT stripe_customer_id, stripe_subscription_id, entitlement FROM orgs WHERE id = $1")
+            .bind(org_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("org"))?;
+        let ent = serde_json::from_str(&row.try_get::<String, _>("entitlement")?)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok((
+            row.try_get("stripe_customer_id")?,
+            row.try_get("stripe_subscription_id")?,
+            ent,
+        ))
+    }
+
+    /// An audit entry on its own (billing attempts that must be recorded whatever happens next).
+    pub async fn audit_only(
+        &self,
+        org_id: OrgId,
+        actor: Actor,
+        action: &str,
+        details: serde_json::Value,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        audit(
+            &mut tx,
+            org_id,
+            actor,
+            action,
+            "org",
+            &org_id.to_string(),
+            details,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     // ---- notifications -------------------------------------------------------------------
@@ -508,6 +638,44 @@ impl Store {
     }
 }
 
+/// Queues one email to each admin of the org; `cause` makes it happen once per cause.
+#[allow(clippy::too_many_arguments)]
+async fn queue_admin_email(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    org_id: OrgId,
+    kind: &str,
+    subject: &str,
+    body: &str,
+    cause: &str,
+    now: i64,
+) -> Result<()> {
+    let admins = sqlx::query(
+        "SELECT id, email FROM agents WHERE org_id = $1 AND role = 'admin' AND removed_at IS NULL",
+    )
+    .bind(org_id.to_string())
+    .fetch_all(&mut **tx)
+    .await?;
+    for a in admins {
+        let admin_id: String = a.try_get("id")?;
+        let email: String = a.try_get("email")?;
+        sqlx::query(
+            "INSERT INTO notifications (id, org_id, kind, to_addr, subject, body, next_attempt_at, dedup_key, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7) ON CONFLICT (dedup_key) DO NOTHING",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(org_id.to_string())
+        .bind(kind)
+        .bind(&email)
+        .bind(subject)
+        .bind(body)
+        .bind(now)
+        .bind(format!("{cause}:{kind}:{admin_id}"))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Emails the org's admins about a status they must act on.
 async fn queue_status_emails(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -534,29 +702,5 @@ async fn queue_status_emails(
         ),
         _ => return Ok(()),
     };
-    let admins = sqlx::query(
-        "SELECT id, email FROM agents WHERE org_id = $1 AND role = 'admin' AND removed_at IS NULL",
-    )
-    .bind(org_id.to_string())
-    .fetch_all(&mut **tx)
-    .await?;
-    for a in admins {
-        let admin_id: String = a.try_get("id")?;
-        let email: String = a.try_get("email")?;
-        sqlx::query(
-            "INSERT INTO notifications (id, org_id, kind, to_addr, subject, body, next_attempt_at, dedup_key, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7) ON CONFLICT (dedup_key) DO NOTHING",
-        )
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(org_id.to_string())
-        .bind(kind)
-        .bind(&email)
-        .bind(&subject)
-        .bind(&body)
-        .bind(now)
-        .bind(format!("{cause}:{kind}:{admin_id}"))
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
+    queue_admin_email(tx, org_id, kind, &subject, &body, cause, now).await
 }

@@ -88,6 +88,19 @@ pub struct ServerArgs {
     /// How long an org with an unpaid invoice keeps taking calls, in seconds.
     #[arg(long, env = "FRONTDESK_BILLING_GRACE_SECONDS", default_value = "0")]
     pub billing_grace_seconds: String,
+    /// Stripe's API base URL (tests point it at a local fake).
+    #[arg(
+        long,
+        env = "FRONTDESK_STRIPE_API_BASE",
+        default_value = "https://api.stripe.com"
+    )]
+    pub stripe_api_base: String,
+    /// The Stripe price of one seat; required with FRONTDESK_STRIPE_API_KEY.
+    #[arg(long, env = "FRONTDESK_STRIPE_SEAT_PRICE_ID")]
+    pub stripe_seat_price_id: Option<String>,
+    /// Most seats the plan allows.
+    #[arg(long, env = "FRONTDESK_PLAN_MAX_SEATS", default_value = "50")]
+    pub plan_max_seats: String,
     /// Sender of notification emails.
     #[arg(
         long,
@@ -210,6 +223,16 @@ pub struct Config {
     pub visitor_reconnect: Duration,
     pub drain: Duration,
     pub billing: crate::billing::BillingConfig,
+    pub stripe: Option<StripeConfig>,
+    pub plan_max_seats: u32,
+}
+
+/// Stripe's API, for admin billing actions.
+#[derive(Debug, Clone)]
+pub struct StripeConfig {
+    pub api_base: String,
+    pub api_key: Secret,
+    pub seat_price: String,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://frontdesk.db";
@@ -372,7 +395,45 @@ impl Config {
             smtp_url,
             smtp_from: args.smtp_from.clone(),
         };
+        let stripe = match read_secret(env, "FRONTDESK_STRIPE_API_KEY")? {
+            None => None,
+            Some(api_key) => {
+                let seat_price = args
+                    .stripe_seat_price_id
+                    .clone()
+                    .filter(|p| !p.trim().is_empty())
+                    .ok_or_else(|| {
+                        bad(
+                            "FRONTDESK_STRIPE_SEAT_PRICE_ID",
+                            "required with FRONTDESK_STRIPE_API_KEY",
+                        )
+                    })?;
+                let api_base = url::Url::parse(&args.stripe_api_base)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .ok_or_else(|| {
+                        bad(
+                            "FRONTDESK_STRIPE_API_BASE",
+                            format!("not an http(s) URL (got {:?})", args.stripe_api_base),
+                        )
+                    })?;
+                Some(StripeConfig {
+                    api_base: api_base.as_str().to_owned(),
+                    api_key,
+                    seat_price,
+                })
+            }
+        };
+        let plan_max_seats = u32::try_from(parse_seconds(
+            "FRONTDESK_PLAN_MAX_SEATS",
+            &args.plan_max_seats,
+            1,
+            100_000,
+        )?)
+        .unwrap_or(50);
         Ok(Config {
+            stripe,
+            plan_max_seats,
             billing,
             visitor_reconnect,
             drain,

@@ -31,6 +31,10 @@ pub struct Inner {
     pub drain: Duration,
     pub billing: crate::billing::BillingConfig,
     pub billing_wake: crate::billing::BillingWake,
+    pub stripe: Option<crate::stripe::Stripe>,
+    pub seat_price: Option<String>,
+    pub plan_max_seats: u32,
+    pub stripe_revert_failures: std::sync::atomic::AtomicU64,
 }
 
 impl std::ops::Deref for AppState {
@@ -162,6 +166,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit-log", get(audit_log))
         .route("/v1/visitor/sessions", post(create_visitor_session))
         .route("/v1/webhooks/stripe", post(crate::billing::stripe_webhook))
+        .route("/v1/billing", get(crate::billing_api::get_billing))
+        .route("/v1/billing/cancel", post(crate::billing_api::cancel))
+        .route(
+            "/v1/billing/cancel/undo",
+            post(crate::billing_api::undo_cancel),
+        )
+        .route("/v1/billing/pause", post(crate::billing_api::pause))
+        .route("/v1/billing/resume", post(crate::billing_api::resume))
+        .route("/v1/billing/seats", put(crate::billing_api::set_seats))
         .route("/v1/notifications", get(list_notifications))
         .route(
             "/v1/notifications/{notification_id}/resend",
@@ -347,6 +360,12 @@ async fn metrics(State(s): State<AppState>) -> Response {
             "frontdesk_records_failed_total",
             "Hub records the database refused.",
             snap.records_failed,
+        ),
+        (
+            "frontdesk_stripe_revert_failures_total",
+            "Seat changes stored at Stripe whose revert failed.",
+            s.stripe_revert_failures
+                .load(std::sync::atomic::Ordering::Relaxed),
         ),
     ] {
         let _ = writeln!(
@@ -834,7 +853,9 @@ impl utoipa::Modify for BearerAuth {
           delete_pool, add_rule, delete_rule, list_agents, add_agent, get_agent, patch_agent,
           set_agent_pools, remove_agent, list_widget_keys, create_widget_key, revoke_widget_key,
           audit_log, create_visitor_session, list_notifications, resend_notification,
-          crate::billing::stripe_webhook),
+          crate::billing::stripe_webhook, crate::billing_api::get_billing, crate::billing_api::cancel,
+          crate::billing_api::undo_cancel, crate::billing_api::pause, crate::billing_api::resume,
+          crate::billing_api::set_seats),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
 )]

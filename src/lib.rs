@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod billing;
+pub mod billing_api;
 pub mod billing_store;
 pub mod config;
 pub mod demo;
@@ -21,6 +22,7 @@ pub mod http;
 pub mod model;
 pub mod signal;
 pub mod store;
+pub mod stripe;
 pub mod telemetry;
 
 use crate::auth::{JwtVerifier, VisitorTokens};
@@ -113,7 +115,34 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
         store.clone(),
     );
     let billing_wake = billing::spawn(store.clone(), hub.clone(), config.billing.clone());
+    // Every required price is checked now: a missing one stops the start, never a fallback.
+    let stripe = match &config.stripe {
+        None => None,
+        Some(sc) => {
+            let client = stripe::Stripe::new(&sc.api_base, sc.api_key.clone())
+                .map_err(|e| StartError::Keys(e.to_string()))?;
+            match client.price_active(&sc.seat_price).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(StartError::Keys(format!(
+                        "FRONTDESK_STRIPE_SEAT_PRICE_ID: price {} is not an active price at Stripe",
+                        sc.seat_price
+                    )))
+                }
+                Err(e) => {
+                    return Err(StartError::Keys(format!(
+                        "checking FRONTDESK_STRIPE_SEAT_PRICE_ID: {e}"
+                    )))
+                }
+            }
+            Some(client)
+        }
+    };
     Ok(AppState(Arc::new(Inner {
+        stripe,
+        seat_price: config.stripe.as_ref().map(|s| s.seat_price.clone()),
+        plan_max_seats: config.plan_max_seats,
+        stripe_revert_failures: Default::default(),
         billing: config.billing.clone(),
         billing_wake,
         store,

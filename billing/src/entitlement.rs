@@ -68,6 +68,8 @@ pub enum Fact {
         created: i64,
         status: SubStatus,
         pause_collection: bool,
+        /// `pause_collection.resumes_at`, unix seconds.
+        pause_resumes_at: Option<i64>,
         cancel_at_period_end: bool,
         period_end: Option<i64>,
         quantity: Option<u32>,
@@ -102,6 +104,8 @@ pub enum Applied {
 pub struct Entitlement {
     pub status: SubStatus,
     pub pause_collection: bool,
+    /// When a pause ends by itself (unix seconds); `None`: paused until resumed.
+    pub pause_resumes_at: Option<i64>,
     pub cancel_at_period_end: bool,
     pub period_end: Option<i64>,
     /// When the subscription first became unpaid, for the grace period.
@@ -140,12 +144,18 @@ impl Entitlement {
                 created,
                 status,
                 pause_collection,
+                pause_resumes_at,
                 cancel_at_period_end,
                 period_end,
                 quantity,
             } => {
                 self.status = *status;
                 self.pause_collection = *pause_collection;
+                self.pause_resumes_at = if *pause_collection {
+                    *pause_resumes_at
+                } else {
+                    None
+                };
                 self.cancel_at_period_end = *cancel_at_period_end;
                 self.period_end = *period_end;
                 if quantity.is_some() {
@@ -173,7 +183,7 @@ impl Entitlement {
             SubStatus::Canceled | SubStatus::IncompleteExpired => OrgStatus::Cancelled,
             _ if period_over => OrgStatus::Cancelled,
             SubStatus::Paused => OrgStatus::Paused,
-            _ if self.pause_collection => OrgStatus::Paused,
+            _ if self.paused_at(now_s) => OrgStatus::Paused,
             s if s.unpaid() => match self.unpaid_since {
                 Some(since) if now_s < since.saturating_add(grace_s) => OrgStatus::Active,
                 _ => OrgStatus::PastDue,
@@ -182,7 +192,28 @@ impl Entitlement {
         }
     }
 
-    /// When the status may change without a new fact (grace ends, a cancelled period ends).
+    /// Paused collection, and its `resumes_at` (if any) not yet reached.
+    pub fn paused_at(&self, now_s: i64) -> bool {
+        self.pause_collection && self.pause_resumes_at.is_none_or(|t| now_s < t)
+    }
+
+    /// Records a pause the admin asked for (Stripe confirmed it); applies at once.
+    pub fn pause(&mut self, resumes_at: Option<i64>) {
+        self.pause_collection = true;
+        self.pause_resumes_at = resumes_at;
+    }
+
+    /// Records a resume the admin asked for (Stripe confirmed it).
+    pub fn resume(&mut self) {
+        self.pause_collection = false;
+        self.pause_resumes_at = None;
+    }
+
+    /// Admins are told this long before a pause ends by itself.
+    pub const PAUSE_NOTICE_S: i64 = 86_400;
+
+    /// When the status may change without a new fact (grace ends, a cancelled period ends, a
+    /// pause ends), or when the pause-ending notice is due.
     pub fn next_change(&self, now_s: i64, grace_s: i64) -> Option<i64> {
         let grace_end = self
             .unpaid_since
@@ -193,10 +224,14 @@ impl Entitlement {
             .period_end
             .filter(|_| self.cancel_at_period_end)
             .filter(|t| *t > now_s);
-        match (grace_end, period_end) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let pause = self
+            .pause_resumes_at
+            .filter(|_| self.pause_collection)
+            .into_iter()
+            .flat_map(|t| [t - Self::PAUSE_NOTICE_S, t])
+            .filter(|t| *t > now_s)
+            .min();
+        [grace_end, period_end, pause].into_iter().flatten().min()
     }
 }
 
@@ -209,10 +244,27 @@ mod tests {
             created,
             status,
             pause_collection: false,
+            pause_resumes_at: None,
             cancel_at_period_end: false,
             period_end: None,
             quantity: None,
         }
+    }
+
+    #[test]
+    fn a_pause_with_a_resume_date_ends_by_itself_and_the_notice_comes_a_day_before() {
+        let mut e = Entitlement::default();
+        e.pause(Some(200_000));
+        assert_eq!(e.org_status(100, 0), OrgStatus::Paused);
+        assert_eq!(
+            e.next_change(100, 0),
+            Some(200_000 - Entitlement::PAUSE_NOTICE_S)
+        );
+        assert_eq!(
+            e.next_change(200_000 - Entitlement::PAUSE_NOTICE_S, 0),
+            Some(200_000)
+        );
+        assert_eq!(e.org_status(200_000, 0), OrgStatus::Active);
     }
 
     #[test]
@@ -245,6 +297,7 @@ mod tests {
             created: 1,
             status: SubStatus::Active,
             pause_collection: true,
+            pause_resumes_at: None,
             cancel_at_period_end: false,
             period_end: None,
             quantity: Some(5),
@@ -296,6 +349,7 @@ mod tests {
             created: 1,
             status: SubStatus::Active,
             pause_collection: false,
+            pause_resumes_at: None,
             cancel_at_period_end: true,
             period_end: Some(1_000),
             quantity: None,

@@ -153,6 +153,11 @@ pub fn parse_event(body: &[u8]) -> Result<StripeEvent, WebhookError> {
                 created,
                 status,
                 pause_collection: matches!(o.pause_collection, Some(serde_json::Value::Object(_))),
+                pause_resumes_at: o
+                    .pause_collection
+                    .as_ref()
+                    .and_then(|p| p.get("resumes_at"))
+                    .and_then(|v| v.as_i64()),
                 cancel_at_period_end: o.cancel_at_period_end.unwrap_or(false),
                 period_end,
                 quantity,
@@ -193,6 +198,7 @@ mod tests {
                 created: 5,
                 status: SubStatus::PastDue,
                 pause_collection: true,
+                pause_resumes_at: None,
                 cancel_at_period_end: true,
                 period_end: Some(99),
                 quantity: Some(7),

@@ -35,6 +35,8 @@ pub struct Options {
     pub database_url: Option<String>,
     pub webhook_secrets: Vec<Vec<u8>>,
     pub smtp_url: Option<String>,
+    /// Base URL of a fake Stripe API.
+    pub stripe_base: Option<String>,
 }
 
 /// A database URL of its own for one test.
@@ -82,6 +84,15 @@ impl TestServer {
             visitor_token_ttl: Duration::from_secs(3600),
             public_url: None,
             visitor_reconnect: opts.visitor_reconnect.unwrap_or(Duration::from_secs(60)),
+            stripe: opts
+                .stripe_base
+                .clone()
+                .map(|base| frontdesk::config::StripeConfig {
+                    api_base: base,
+                    api_key: Secret::new(b"sk_test_frontdesk".to_vec()),
+                    seat_price: "price_seat".into(),
+                }),
+            plan_max_seats: 50,
             drain: Duration::from_secs(5),
             billing: frontdesk::billing::BillingConfig {
                 webhook_secrets: opts.webhook_secrets.clone(),
