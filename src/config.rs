@@ -31,6 +31,9 @@ pub enum Command {
     CreateOrg(CreateOrgArgs),
     /// Mint an agent token signed with the configured or local HS256 secret.
     Token(TokenArgs),
+    /// Sanitize an HTML document from stdin to stdout with the default co-browse policy: the
+    /// exact code the relay runs before anything reaches an agent.
+    Sanitize,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -73,6 +73,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("widget_key   {}", created.widget_key);
             Ok(())
         }
+        Command::Sanitize => sanitize(),
         Command::Token(a) => {
             let url = resolve_database_url(&a.db, DEFAULT_DATABASE_URL)?;
             let org_id: OrgId = a.org_id.parse().context("--org-id")?;
@@ -102,6 +103,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Reads at most the snapshot limit (plus one byte, to tell it was exceeded).
+fn sanitize() -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let limit = frontdesk_cobrowse::MAX_SNAPSHOT_BYTES;
+    let mut input = Vec::new();
+    std::io::stdin()
+        .take(u64::try_from(limit).unwrap_or(u64::MAX) + 1)
+        .read_to_end(&mut input)
+        .context("reading stdin")?;
+    if input.len() > limit {
+        anyhow::bail!(
+            "input is larger than the {} MiB limit",
+            limit / (1024 * 1024)
+        );
+    }
+    let html = std::str::from_utf8(&input).context("input is not UTF-8")?;
+    let policy = frontdesk_cobrowse::Policy::default();
+    let clean =
+        frontdesk_cobrowse::sanitize_document(&policy, html).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(clean.as_str().as_bytes())?;
+    out.flush()?;
+    Ok(())
 }
 
 async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {

@@ -194,6 +194,47 @@ fn create_org_and_token_bootstrap_an_org_from_the_command_line() {
 }
 
 #[test]
+fn sanitize_masks_and_strips_from_stdin_and_refuses_oversized_input() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |input: &[u8]| {
+        let mut child = frontdesk(dir.path())
+            .arg("sanitize")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let data = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+        let out = child.wait_with_output().unwrap();
+        let _ = writer.join();
+        out
+    };
+    let out = run(br#"<p>Hello</p><input type="password" value="hunter2-secret"><img src=x onerror="alert(1)"><script>evil()</script>"#);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = String::from_utf8(out.stdout).unwrap();
+    assert!(html.contains("Hello"), "{html}");
+    assert!(
+        !html.contains("hunter2-secret") && !html.contains("onerror") && !html.contains("evil()"),
+        "{html}"
+    );
+    let big = vec![b'a'; 5 * 1024 * 1024 + 1];
+    let out = run(&big);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("larger than the 5 MiB limit"), "{err}");
+}
+
+#[test]
 fn a_bad_setting_stops_the_start_with_one_line_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("secret");
