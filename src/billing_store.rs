@@ -638,6 +638,35 @@ impl Store {
     }
 }
 
+/// Queues one email; `dedup_key` makes it happen once per cause and recipient.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn queue_email(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    org_id: OrgId,
+    kind: &str,
+    to: &str,
+    subject: &str,
+    body: &str,
+    dedup_key: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO notifications (id, org_id, kind, to_addr, subject, body, next_attempt_at, dedup_key, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7) ON CONFLICT (dedup_key) DO NOTHING",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(org_id.to_string())
+    .bind(kind)
+    .bind(to)
+    .bind(subject)
+    .bind(body)
+    .bind(now)
+    .bind(dedup_key)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Queues one email to each admin of the org; `cause` makes it happen once per cause.
 #[allow(clippy::too_many_arguments)]
 async fn queue_admin_email(
@@ -658,19 +687,16 @@ async fn queue_admin_email(
     for a in admins {
         let admin_id: String = a.try_get("id")?;
         let email: String = a.try_get("email")?;
-        sqlx::query(
-            "INSERT INTO notifications (id, org_id, kind, to_addr, subject, body, next_attempt_at, dedup_key, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7) ON CONFLICT (dedup_key) DO NOTHING",
+        queue_email(
+            tx,
+            org_id,
+            kind,
+            &email,
+            subject,
+            body,
+            &format!("{cause}:{kind}:{admin_id}"),
+            now,
         )
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(org_id.to_string())
-        .bind(kind)
-        .bind(&email)
-        .bind(subject)
-        .bind(body)
-        .bind(now)
-        .bind(format!("{cause}:{kind}:{admin_id}"))
-        .execute(&mut **tx)
         .await?;
     }
     Ok(())

@@ -590,6 +590,21 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         replace_memberships(&mut tx, org_id, id, &new.pools, now).await?;
+        crate::billing_store::queue_email(
+            &mut tx,
+            org_id,
+            "agent_invite",
+            &email,
+            "You have been added as an agent on frontdesk",
+            &format!(
+                "Hello {display_name},\n\nYou can now take video calls from visitors as {}. \
+                 Sign in to the agent console with your usual account.",
+                new.role
+            ),
+            &format!("agent_invite:{id}"),
+            now,
+        )
+        .await?;
         audit(
             &mut tx,
             org_id,
