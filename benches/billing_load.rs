@@ -24,15 +24,17 @@
 //!
 //! Server CPU comes from `/proc/<pid>/stat` (utime + stime).
 
+mod common;
+
+use common::{cpu_ticks, now_s, percentile, token, JWT_SECRET};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
-const JWT_SECRET: &str = "load-test-secret-0123456789abcdefghijklmnop";
 const WEBHOOK_SECRET: &str = "whsec_load_test_0123456789abcdef";
 const BIN: &str = env!("CARGO_BIN_EXE_frontdesk");
 /// How long any one wait (every agent told, queue drained) may take before the run fails.
@@ -69,33 +71,6 @@ fn args() -> Args {
         i += 2;
     }
     a
-}
-
-/// utime + stime of a process, in clock ticks (1/100 s).
-fn cpu_ticks(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-}
-
-fn now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn token(sub: &str, org: &str, role: &str) -> String {
-    let claims = json!({"sub": sub, "aud": "authenticated", "iss": "frontdesk", "exp": now_s() + 7200,
-                        "app_metadata": {"org_id": org, "role": role}});
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap()
 }
 
 /// A Stripe event body, as in `tests/billing.rs`.
@@ -252,14 +227,6 @@ async fn settle(pid: u32) {
             return;
         }
     }
-}
-
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i] as f64 / 1000.0
 }
 
 fn micros(d: Duration) -> u64 {

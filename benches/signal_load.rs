@@ -11,6 +11,9 @@
 //! is the time from a visitor sending `request_call` to its agent receiving `ring`, both on this
 //! process's clock. Server CPU comes from `/proc/<pid>/stat`.
 
+mod common;
+
+use common::{cpu_ticks, percentile, rss_kib, token, JWT_SECRET};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -21,7 +24,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
-const SECRET: &str = "load-test-secret-0123456789abcdefghijklmnop";
 const BIN: &str = env!("CARGO_BIN_EXE_frontdesk");
 
 struct Args {
@@ -57,38 +59,6 @@ fn args() -> Args {
     a
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-}
-
-fn token(sub: &str, org: &str, role: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({"sub": sub, "aud": "authenticated", "iss": "frontdesk", "exp": now + 7200,
-                        "app_metadata": {"org_id": org, "role": role}});
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -111,14 +81,6 @@ async fn connect(base: &str, auth: Value) -> (Ws, Value) {
             }
         }
     }
-}
-
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i] as f64 / 1000.0
 }
 
 #[tokio::main]
@@ -158,7 +120,7 @@ async fn main() {
         .args(["serve", "--log-format", "json"])
         .env("FRONTDESK_DATABASE_URL", &db)
         .env("FRONTDESK_LISTEN", "127.0.0.1:0")
-        .env("FRONTDESK_JWT_SECRET", SECRET)
+        .env("FRONTDESK_JWT_SECRET", JWT_SECRET)
         .env("RUST_LOG", "warn,frontdesk=info")
         .stderr(Stdio::piped())
         .spawn()

@@ -242,12 +242,11 @@ impl Store {
             (None, None) => return Err(StoreError::NotFound("org for this Stripe customer")),
         };
         lock_org(&mut tx, org_id, now).await?;
-        let row = sqlx::query(
-            "SELECT id, name, status, plan, seat_limit, ring_timeout_ms, cobrowse_enabled,
-                    recording_enabled, retention_days, blocked_countries, queue_when_unavailable,
-                    entitlement, stripe_customer_id
-             FROM orgs WHERE id = $1",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            crate::store::org_columns!(),
+            ", entitlement, stripe_customer_id FROM orgs WHERE id = $1"
+        ))
         .bind(org_id.to_string())
         .fetch_one(&mut *tx)
         .await?;

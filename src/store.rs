@@ -14,6 +14,15 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// The columns `org_from_row` reads, for every query that loads an org.
+macro_rules! org_columns {
+    () => {
+        "id, name, status, plan, seat_limit, ring_timeout_ms, cobrowse_enabled, recording_enabled, \
+         retention_days, blocked_countries, queue_when_unavailable"
+    };
+}
+pub(crate) use org_columns;
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -294,11 +303,11 @@ impl Store {
     }
 
     pub async fn org(&self, org_id: OrgId) -> Result<OrgRow> {
-        let row = sqlx::query(
-            "SELECT id, name, status, plan, seat_limit, ring_timeout_ms, cobrowse_enabled,
-                    recording_enabled, retention_days, blocked_countries, queue_when_unavailable
-             FROM orgs WHERE id = $1",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            org_columns!(),
+            " FROM orgs WHERE id = $1"
+        ))
         .bind(org_id.to_string())
         .fetch_optional(&self.pool)
         .await?
@@ -391,11 +400,11 @@ impl Store {
     ) -> Result<SettingsView> {
         let mut tx = self.pool.begin().await?;
         lock_org(&mut tx, org_id, now).await?;
-        let row = sqlx::query(
-            "SELECT id, name, status, plan, seat_limit, ring_timeout_ms, cobrowse_enabled,
-                    recording_enabled, retention_days, blocked_countries, queue_when_unavailable
-             FROM orgs WHERE id = $1",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            org_columns!(),
+            " FROM orgs WHERE id = $1"
+        ))
         .bind(org_id.to_string())
         .fetch_optional(&mut *tx)
         .await?
