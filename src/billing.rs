@@ -10,7 +10,7 @@
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::signal::HubHandle;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -109,13 +109,10 @@ pub async fn stripe_webhook(
         parse_event(&body).map_err(|e| ApiError::bad_request("invalid_event", e.to_string()))?;
     let payload = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid_event", "body is not UTF-8"))?;
-    let kind = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["type"].as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let kind = ev.kind.as_str();
     let inserted = s
         .store
-        .insert_stripe_event(&ev, &kind, payload, now())
+        .insert_stripe_event(&ev, kind, payload, now())
         .await?;
     if inserted {
         s.billing_wake.events.notify_one();
@@ -132,21 +129,6 @@ pub struct WebhookReceipt {
     pub received: bool,
     /// True when this event id was already stored: it is not processed again.
     pub duplicate: bool,
-}
-
-/// Tells the hub an org's status, fresh from the database.
-pub async fn tell_hub(
-    store: &Store,
-    hub: &HubHandle,
-    org: frontdesk_domain::OrgId,
-) -> Result<(), StoreError> {
-    let row = store.org(org).await?;
-    hub.input(frontdesk_signaling::Input::OrgUpdated {
-        org,
-        facts: crate::signal::facts(&row),
-    })
-    .await;
-    Ok(())
 }
 
 async fn processor(store: Store, hub: HubHandle, grace_s: i64, wake: BillingWake) {
@@ -175,7 +157,7 @@ async fn processor(store: Store, hub: HubHandle, grace_s: i64, wake: BillingWake
             Ok(transitions) => {
                 for t in transitions {
                     tracing::info!(org_id = %t.org, from = %t.before, to = %t.after, "billing status changed with time");
-                    let _ = tell_hub(&store, &hub, t.org).await;
+                    let _ = hub.refresh_org(&store, t.org).await;
                     wake.mail.notify_one();
                 }
             }
@@ -216,7 +198,7 @@ async fn process_one(
     match store.apply_stripe_event(id, &ev, grace_s, now()).await {
         Ok(Some(t)) => {
             tracing::info!(event = id, org_id = %t.org, from = %t.before, to = %t.after, "billing status changed");
-            if let Err(e) = tell_hub(store, hub, t.org).await {
+            if let Err(e) = hub.refresh_org(store, t.org).await {
                 tracing::error!(error = %e, "cannot tell the hub");
             }
             wake.mail.notify_one();

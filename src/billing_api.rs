@@ -121,7 +121,7 @@ async fn record(
         )
         .await?;
     if t.is_some() {
-        crate::billing::tell_hub(&s.store, &s.hub, c.org_id).await?;
+        s.hub.refresh_org(&s.store, c.org_id).await?;
         s.billing_wake.mail.notify_one();
     }
     Ok(())

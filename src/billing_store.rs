@@ -168,35 +168,6 @@ impl Store {
             .transpose()
     }
 
-    /// Links an org to its Stripe customer (operator command, or the subscription's metadata).
-    pub async fn link_stripe_customer(
-        &self,
-        org_id: OrgId,
-        customer: &str,
-        now: i64,
-    ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        lock_org(&mut tx, org_id, now).await?;
-        sqlx::query("UPDATE orgs SET stripe_customer_id = $2 WHERE id = $1")
-            .bind(org_id.to_string())
-            .bind(customer)
-            .execute(&mut *tx)
-            .await?;
-        audit(
-            &mut tx,
-            org_id,
-            Actor::System,
-            "billing.link",
-            "org",
-            &org_id.to_string(),
-            serde_json::json!({ "customer": customer }),
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// Applies one event to its org, in one transaction with its notifications and its `done`
     /// mark. `Ok(None)`: nothing to apply (unknown type, stale). Err(NotFound): no org yet.
     pub async fn apply_stripe_event(

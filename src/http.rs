@@ -299,20 +299,8 @@ async fn patch_settings(
         .store
         .update_settings(c.org_id, &patch, c.actor(), now_ms())
         .await?;
-    tell_hub_org(&s, c.org_id).await?;
+    s.hub.refresh_org(&s.store, c.org_id).await?;
     Ok(Json(view))
-}
-
-/// Tells the hub the org's current entitlement and settings, fresh from the database.
-pub async fn tell_hub_org(s: &AppState, org: OrgId) -> Result<(), ApiError> {
-    let row = s.store.org(org).await?;
-    s.hub
-        .input(frontdesk_signaling::Input::OrgUpdated {
-            org,
-            facts: crate::signal::facts(&row),
-        })
-        .await;
-    Ok(())
 }
 
 async fn tell_hub_pools(s: &AppState, org: OrgId, agent: AgentId) -> Result<(), ApiError> {

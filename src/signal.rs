@@ -86,6 +86,22 @@ impl HubHandle {
         let _ = self.tx.send(Cmd::Input(input)).await;
     }
 
+    /// Tells the hub the org's entitlement and settings, fresh from the database: at login,
+    /// `available` and call requests, after settings changes and after billing changes.
+    pub async fn refresh_org(
+        &self,
+        store: &crate::store::Store,
+        org: OrgId,
+    ) -> Result<(), crate::store::StoreError> {
+        let row = store.org(org).await?;
+        self.input(Input::OrgUpdated {
+            org,
+            facts: facts(&row),
+        })
+        .await;
+        Ok(())
+    }
+
     pub async fn snapshot(&self) -> Snapshot {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Cmd::Snapshot(tx)).await.is_err() {
@@ -148,7 +164,7 @@ async fn run_hub(mut hub: Hub, mut rx: mpsc::Receiver<Cmd>, store: crate::store:
                         stats: hub.stats().clone(),
                         connections: hub.connections(),
                         open_calls: hub.open_calls(),
-                        presence: hub.presence_counts().to_vec(),
+                        presence: hub.presence_counts(),
                         records_failed: failed.load(Ordering::Relaxed),
                     });
                 }
@@ -161,55 +177,14 @@ async fn run_hub(mut hub: Hub, mut rx: mpsc::Receiver<Cmd>, store: crate::store:
             () = sleep_until(wake) => hub.handle(now(), Input::Tick),
         }
         // Deliver what the hub decided. A client that cannot keep up is disconnected.
-        let mut dropped = Vec::new();
-        while let Some(out) = hub.poll_output() {
-            match out {
-                Output::Send { conn, msg } => {
-                    if let Some(ob) = outboxes.get(&conn) {
-                        let text = serde_json::to_string(&msg)
-                            .expect("server messages are plain data and always serialize");
-                        if ob.try_send(Outgoing::Text(text.into())).is_err() {
-                            outboxes.remove(&conn);
-                            dropped.push(conn);
-                        }
-                    }
-                }
-                Output::Close { conn, reason } => {
-                    if let Some(ob) = outboxes.remove(&conn) {
-                        let _ = ob.try_send(Outgoing::Close(reason));
-                    }
-                }
-                Output::Record(r) => {
-                    let _ = rec_tx.send(r);
-                }
-            }
-        }
-        for conn in dropped {
+        for conn in deliver(&mut hub, &mut outboxes, &rec_tx) {
             tracing::info!(conn, "closing a connection that stopped reading");
             hub.handle(now(), Input::Disconnected { conn });
         }
         if let Some((until, _)) = &stopping {
             if hub.open_calls() == 0 || tokio::time::Instant::now() >= *until {
                 hub.handle(now(), Input::Shutdown);
-                while let Some(out) = hub.poll_output() {
-                    match out {
-                        Output::Close { conn, reason } => {
-                            if let Some(ob) = outboxes.remove(&conn) {
-                                let _ = ob.try_send(Outgoing::Close(reason));
-                            }
-                        }
-                        Output::Send { conn, msg } => {
-                            if let (Some(ob), Ok(text)) =
-                                (outboxes.get(&conn), serde_json::to_string(&msg))
-                            {
-                                let _ = ob.try_send(Outgoing::Text(text.into()));
-                            }
-                        }
-                        Output::Record(r) => {
-                            let _ = rec_tx.send(r);
-                        }
-                    }
-                }
+                deliver(&mut hub, &mut outboxes, &rec_tx);
                 let (_, done) = stopping.take().expect("checked above");
                 drop(rec_tx);
                 let _ = persist.await;
@@ -218,6 +193,40 @@ async fn run_hub(mut hub: Hub, mut rx: mpsc::Receiver<Cmd>, store: crate::store:
             }
         }
     }
+}
+
+/// Carries out the hub's outputs: messages go to their connection's outbox (serialized once),
+/// closes to the connection, records to the persistence task. Returns the connections whose
+/// outbox was full: they stopped reading and are dropped.
+fn deliver(
+    hub: &mut Hub,
+    outboxes: &mut HashMap<ConnId, mpsc::Sender<Outgoing>>,
+    rec_tx: &mpsc::UnboundedSender<Record>,
+) -> Vec<ConnId> {
+    let mut dropped = Vec::new();
+    while let Some(out) = hub.poll_output() {
+        match out {
+            Output::Send { conn, msg } => {
+                if let Some(ob) = outboxes.get(&conn) {
+                    let text = serde_json::to_string(&msg)
+                        .expect("server messages are plain data and always serialize");
+                    if ob.try_send(Outgoing::Text(text.into())).is_err() {
+                        outboxes.remove(&conn);
+                        dropped.push(conn);
+                    }
+                }
+            }
+            Output::Close { conn, reason } => {
+                if let Some(ob) = outboxes.remove(&conn) {
+                    let _ = ob.try_send(Outgoing::Close(reason));
+                }
+            }
+            Output::Record(r) => {
+                let _ = rec_tx.send(r);
+            }
+        }
+    }
+    dropped
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
@@ -357,9 +366,8 @@ async fn connection(s: AppState, mut socket: WebSocket) {
                                         | ClientMessage::RequestCall {}
                                 );
                                 if refresh {
-                                    match s.store.org(authed.org).await {
-                                        Ok(org) => s.hub.input(Input::OrgUpdated { org: authed.org, facts: facts(&org) }).await,
-                                        Err(e) => tracing::warn!(error = %e, "entitlement refresh failed"),
+                                    if let Err(e) = s.hub.refresh_org(&s.store, authed.org).await {
+                                        tracing::warn!(error = %e, "entitlement refresh failed");
                                     }
                                 }
                                 s.hub.input(Input::Message { conn, re, msg }).await;

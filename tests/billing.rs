@@ -5,7 +5,7 @@ mod common;
 
 use common::ws::Ws;
 use common::*;
-use frontdesk_domain::{OrgStatus, Role};
+use frontdesk_domain::Role;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -554,6 +554,5 @@ async fn a_resend_queues_the_email_again() {
         )
         .await;
     assert_eq!(st, 404, "another org's notification");
-    let _ = OrgStatus::Active;
     s.stop().await;
 }

@@ -19,6 +19,20 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Stripe's spelling of the type.
+    pub fn as_str(&self) -> &str {
+        match self {
+            EventKind::InvoicePaymentFailed => "invoice.payment_failed",
+            EventKind::InvoicePaid => "invoice.paid",
+            EventKind::SubscriptionCreated => "customer.subscription.created",
+            EventKind::SubscriptionUpdated => "customer.subscription.updated",
+            EventKind::SubscriptionPaused => "customer.subscription.paused",
+            EventKind::SubscriptionResumed => "customer.subscription.resumed",
+            EventKind::SubscriptionDeleted => "customer.subscription.deleted",
+            EventKind::Other(s) => s,
+        }
+    }
+
     fn parse(s: &str) -> EventKind {
         match s {
             "invoice.payment_failed" => EventKind::InvoicePaymentFailed,

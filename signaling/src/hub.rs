@@ -388,19 +388,14 @@ impl Hub {
     }
 
     /// Agents by presence, for `/metrics`.
-    pub fn presence_counts(&self) -> [(Presence, usize); 5] {
-        let mut counts = [0usize; 5];
+    pub fn presence_counts(&self) -> Vec<(Presence, usize)> {
+        let mut counts: Vec<(Presence, usize)> = Presence::ALL.iter().map(|p| (*p, 0)).collect();
         for a in self.agents.values() {
-            counts[Presence::ALL
-                .iter()
-                .position(|p| *p == a.presence)
-                .unwrap_or(0)] += 1;
+            if let Some(c) = counts.iter_mut().find(|(p, _)| *p == a.presence) {
+                c.1 += 1;
+            }
         }
-        let mut out = [(Presence::Offline, 0); 5];
-        for (i, p) in Presence::ALL.iter().enumerate() {
-            out[i] = (*p, counts[i]);
-        }
-        out
+        counts
     }
 
     pub fn open_calls(&self) -> usize {
