@@ -177,9 +177,16 @@ async fn run_hub(mut hub: Hub, mut rx: mpsc::Receiver<Cmd>, store: crate::store:
             () = sleep_until(wake) => hub.handle(now(), Input::Tick),
         }
         // Deliver what the hub decided. A client that cannot keep up is disconnected.
-        for conn in deliver(&mut hub, &mut outboxes, &rec_tx) {
-            tracing::info!(conn, "closing a connection that stopped reading");
-            hub.handle(now(), Input::Disconnected { conn });
+        // Dropping one may tell others (the agent of a dropped visitor): deliver that too, now.
+        loop {
+            let dropped = deliver(&mut hub, &mut outboxes, &rec_tx);
+            if dropped.is_empty() {
+                break;
+            }
+            for conn in dropped {
+                tracing::info!(conn, "closing a connection that stopped reading");
+                hub.handle(now(), Input::Disconnected { conn });
+            }
         }
         if let Some((until, _)) = &stopping {
             if hub.open_calls() == 0 || tokio::time::Instant::now() >= *until {
