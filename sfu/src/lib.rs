@@ -1,10 +1,839 @@
-//! The selective forwarding unit: WebRTC peers, RTP forwarding without decoding, keyframe
-//! requests, ICE restart, TURN credentials and recording taps, as a sans-IO core driven by the UDP
-//! loop of the `frontdesk` binary. It never imports the signaling hub or billing.
+//! The selective forwarding unit: WebRTC peers (ICE, DTLS-SRTP by [str0m]) grouped in rooms, RTP
+//! forwarded between them without decoding, keyframe requests relayed from the receiver to the
+//! sender, ICE restarts by renegotiation, and TURN REST credentials ([`turn`]). It is a sans-IO
+//! core: the UDP loop of the `frontdesk` binary owns the socket and the clock, hands datagrams in
+//! with [`Sfu::receive`], time in with [`Sfu::timeout`], and sends what [`Sfu::poll_transmit`]
+//! returns. It never imports the signaling hub or billing.
+//!
+//! Each peer has one audio and one video m-line (usually `sendrecv`). What a peer sends on a
+//! media kind goes out on the first sending m-line of that kind of every other peer in its room:
+//! two peers make a one-to-one call, one sender and N `recvonly` peers a broadcast.
 //!
 //! ```
-//! assert!(frontdesk_sfu::MAX_UDP_PAYLOAD >= 1200);
+//! use frontdesk_sfu::{Sfu, SfuConfig, PeerId, RoomId, SfuError};
+//! use std::time::Instant;
+//!
+//! let mut sfu = Sfu::new(SfuConfig { candidates: vec!["127.0.0.1:7882".parse().unwrap()] });
+//! let err = sfu.offer(Instant::now(), RoomId(1), PeerId(1), "not sdp").unwrap_err();
+//! assert_eq!(err.code(), "invalid_sdp");
+//! assert_eq!(sfu.stats().peers, 0);
 //! ```
+
+pub mod turn;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpOffer;
+use str0m::config::DtlsCert;
+use str0m::format::CodecSpec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::rtp::{RtpPacket, RtpWrite, Ssrc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 /// Largest UDP payload the SFU accepts or sends; larger datagrams are dropped at the edge.
 pub const MAX_UDP_PAYLOAD: usize = 1500;
+/// Largest SDP offer accepted.
+pub const MAX_SDP_BYTES: usize = 32 * 1024;
+/// Largest ICE candidate line accepted.
+pub const MAX_CANDIDATE_BYTES: usize = 512;
+/// Most m-lines in one offer (one audio and one video are used; a little room for extras).
+pub const MAX_MEDIA_LINES: usize = 4;
+/// Most remote candidates per peer.
+pub const MAX_REMOTE_CANDIDATES: usize = 32;
+/// Least time between two keyframe requests sent to one incoming track.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
+/// Longest wait between two consent checks to a peer.
+const CONSENT_MAX_RTO: Duration = Duration::from_millis(1000);
+/// Unanswered consent checks before the peer counts as disconnected.
+const CONSENT_MAX_RETRANSMITS: usize = 3;
+/// Gap added to the RTP time when a forwarded track switches to a new source.
+const SOURCE_SWITCH_TIME_GAP: u32 = 3_000;
+
+/// Identifies a peer; chosen by the caller, unique per [`Sfu`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u64);
+
+/// Identifies a room (a call); chosen by the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomId(pub u128);
+
+/// Why a request to the SFU was refused. Network input never produces one: bad datagrams are
+/// counted and dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SfuError {
+    #[error("invalid SDP offer: {0}")]
+    InvalidSdp(String),
+    #[error("invalid ICE candidate: {0}")]
+    InvalidCandidate(String),
+    #[error("no such peer")]
+    UnknownPeer,
+    #[error("no receiving video track with mid {0:?}")]
+    UnknownTrack(String),
+    #[error("the peer belongs to another room")]
+    WrongRoom,
+}
+
+impl SfuError {
+    /// Stable code for clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SfuError::InvalidSdp(_) => "invalid_sdp",
+            SfuError::InvalidCandidate(_) => "invalid_candidate",
+            SfuError::UnknownPeer => "not_in_call",
+            SfuError::UnknownTrack(_) => "unknown_track",
+            SfuError::WrongRoom => "not_in_call",
+        }
+    }
+}
+
+/// What happened to a peer, for the signaling side to tell the people in the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SfuEvent {
+    /// Media is flowing (ICE and DTLS up), first time or again after [`SfuEvent::Disconnected`].
+    Connected(PeerId),
+    /// ICE consent to the peer failed: nothing heard for several seconds.
+    Disconnected(PeerId),
+    /// The peer's connection is over (closed by the remote or broken); it has been removed.
+    Closed(PeerId),
+}
+
+/// Static configuration.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// Host candidates the SFU advertises (the addresses its UDP socket is reachable at).
+    pub candidates: Vec<SocketAddr>,
+}
+
+/// Counters since start, and current sizes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SfuStats {
+    pub peers: usize,
+    pub rooms: usize,
+    pub packets_in: u64,
+    pub packets_forwarded: u64,
+    pub bytes_forwarded: u64,
+    /// Datagrams no peer accepted (unknown source, stray or malformed).
+    pub datagrams_unmatched: u64,
+    pub keyframe_requests: u64,
+}
+
+/// A track the peer receives from the SFU (an m-line the SFU sends on).
+#[derive(Debug)]
+struct OutSlot {
+    mid: Mid,
+    kind: MediaKind,
+    /// The incoming track it forwards: (source peer, source mid).
+    source: Option<(PeerId, Mid)>,
+    rewrite: SeqRewrite,
+    /// Incoming payload type → outgoing one (None: the receiver did not negotiate that codec).
+    pt_map: Vec<(Pt, Option<Pt>)>,
+}
+
+/// Keeps sequence numbers and RTP time continuous on an outgoing track when its source changes.
+#[derive(Debug, Default)]
+struct SeqRewrite {
+    ssrc: Option<Ssrc>,
+    seq_offset: u64,
+    time_offset: u32,
+    last_seq: Option<u64>,
+    last_time: u32,
+}
+
+impl SeqRewrite {
+    fn map(&mut self, ssrc: Ssrc, seq: u64, time: u32) -> (u64, u32) {
+        if self.ssrc != Some(ssrc) {
+            if let Some(last) = self.last_seq {
+                self.seq_offset = last.wrapping_add(1).wrapping_sub(seq);
+                self.time_offset = self
+                    .last_time
+                    .wrapping_add(SOURCE_SWITCH_TIME_GAP)
+                    .wrapping_sub(time);
+            }
+            self.ssrc = Some(ssrc);
+        }
+        let out_seq = seq.wrapping_add(self.seq_offset);
+        let out_time = time.wrapping_add(self.time_offset);
+        if self.last_seq.is_none_or(|l| out_seq > l) {
+            self.last_seq = Some(out_seq);
+            self.last_time = out_time;
+        }
+        (out_seq, out_time)
+    }
+}
+
+#[derive(Debug)]
+struct InTrack {
+    mid: Mid,
+    kind: MediaKind,
+    last_keyframe_request: Option<Instant>,
+}
+
+struct Peer {
+    id: PeerId,
+    room: RoomId,
+    rtc: Rtc,
+    deadline: Instant,
+    /// ICE and DTLS are up and consent holds.
+    media_up: bool,
+    dtls_up: bool,
+    outs: Vec<OutSlot>,
+    ins: Vec<InTrack>,
+    /// Incoming SSRC → index in `ins`, learned from str0m's receive streams.
+    ssrc_in: Vec<(Ssrc, usize)>,
+    remote_candidates: usize,
+}
+
+/// The SFU core. See the crate documentation.
+pub struct Sfu {
+    config: SfuConfig,
+    cert: Option<DtlsCert>,
+    /// Slots; a removed peer leaves `None` for reuse.
+    peers: Vec<Option<Peer>>,
+    free: Vec<usize>,
+    by_id: HashMap<PeerId, usize>,
+    rooms: HashMap<RoomId, Vec<usize>>,
+    /// Remote address → slot, learned when a peer accepts a datagram from it.
+    by_addr: HashMap<SocketAddr, usize>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<SfuEvent>,
+    /// Slots with input since they were last polled.
+    dirty: Vec<usize>,
+    stats: SfuStats,
+}
+
+impl Sfu {
+    pub fn new(config: SfuConfig) -> Sfu {
+        // One DTLS certificate for every peer: generating a key per peer would cost a few ms each.
+        let cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate();
+        if cert.is_none() {
+            tracing::warn!("could not generate a DTLS certificate; each peer will make its own");
+        }
+        Sfu {
+            config,
+            cert,
+            peers: Vec::new(),
+            free: Vec::new(),
+            by_id: HashMap::new(),
+            rooms: HashMap::new(),
+            by_addr: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            dirty: Vec::new(),
+            stats: SfuStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> SfuStats {
+        SfuStats {
+            peers: self.by_id.len(),
+            rooms: self.rooms.len(),
+            ..self.stats
+        }
+    }
+
+    /// Whether `peer` exists.
+    pub fn has_peer(&self, peer: PeerId) -> bool {
+        self.by_id.contains_key(&peer)
+    }
+
+    /// Answers an SDP offer from `peer` in `room`: creates the peer on its first offer, and
+    /// renegotiates (ICE restart included) on later ones. Returns the answer SDP.
+    pub fn offer(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        peer: PeerId,
+        sdp: &str,
+    ) -> Result<String, SfuError> {
+        let offer = validate_offer(sdp)?;
+        let slot = match self.by_id.get(&peer) {
+            Some(&slot) => {
+                let p = self.peers[slot]
+                    .as_ref()
+                    .expect("by_id points at a live slot");
+                if p.room != room {
+                    return Err(SfuError::WrongRoom);
+                }
+                slot
+            }
+            None => self.insert_peer(now, room, peer)?,
+        };
+        let fresh = self.peers[slot]
+            .as_ref()
+            .is_some_and(|p| p.outs.is_empty() && p.ins.is_empty() && !p.dtls_up);
+        let p = self.peers[slot].as_mut().expect("slot was just checked");
+        let answer = match p.rtc.sdp_api().accept_offer(offer) {
+            Ok(a) => a,
+            Err(e) => {
+                if fresh {
+                    self.remove_slot(slot);
+                }
+                return Err(SfuError::InvalidSdp(e.to_string()));
+            }
+        };
+        let answer = answer.to_sdp_string();
+        if !has_usable_media(&answer) {
+            if fresh {
+                self.remove_slot(slot);
+            }
+            return Err(SfuError::InvalidSdp(
+                "no audio or video m-line with a codec the SFU forwards (Opus, VP8, H.264)".into(),
+            ));
+        }
+        self.drive(slot, now);
+        Ok(answer)
+    }
+
+    /// Adds a trickled remote candidate (`candidate:…`, with or without `a=`). An empty string
+    /// (end of candidates) is accepted and ignored.
+    pub fn add_candidate(&mut self, peer: PeerId, candidate: &str) -> Result<(), SfuError> {
+        let slot = *self.by_id.get(&peer).ok_or(SfuError::UnknownPeer)?;
+        let line = candidate.trim();
+        let line = line.strip_prefix("a=").unwrap_or(line);
+        if line.is_empty() {
+            return Ok(());
+        }
+        if line.len() > MAX_CANDIDATE_BYTES {
+            return Err(SfuError::InvalidCandidate("longer than 512 bytes".into()));
+        }
+        let c = Candidate::from_sdp_string(line)
+            .map_err(|e| SfuError::InvalidCandidate(e.to_string()))?;
+        let p = self.peers[slot]
+            .as_mut()
+            .expect("by_id points at a live slot");
+        if p.remote_candidates >= MAX_REMOTE_CANDIDATES {
+            return Err(SfuError::InvalidCandidate(
+                "too many candidates for one peer".into(),
+            ));
+        }
+        p.remote_candidates += 1;
+        p.rtc.add_remote_candidate(c);
+        self.dirty.push(slot);
+        Ok(())
+    }
+
+    /// Asks the sender of what `peer` receives on m-line `mid` for a keyframe.
+    pub fn request_keyframe(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        mid: &str,
+    ) -> Result<(), SfuError> {
+        let slot = *self.by_id.get(&peer).ok_or(SfuError::UnknownPeer)?;
+        let p = self.peers[slot]
+            .as_ref()
+            .expect("by_id points at a live slot");
+        let out = p
+            .outs
+            .iter()
+            .find(|o| o.kind == MediaKind::Video && &*o.mid == mid)
+            .ok_or_else(|| SfuError::UnknownTrack(mid.chars().take(16).collect()))?;
+        if let Some((src, src_mid)) = out.source {
+            self.keyframe_from(now, src, src_mid, KeyframeRequestKind::Pli, true);
+        }
+        Ok(())
+    }
+
+    /// Removes a peer at once (the call ended or the participant left).
+    pub fn remove_peer(&mut self, peer: PeerId) {
+        if let Some(&slot) = self.by_id.get(&peer) {
+            self.remove_slot(slot);
+        }
+    }
+
+    /// Hands in one datagram received on the SFU's socket.
+    pub fn receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        datagram: &[u8],
+    ) {
+        if datagram.len() > MAX_UDP_PAYLOAD {
+            self.stats.datagrams_unmatched += 1;
+            return;
+        }
+        let Ok(contents) = datagram.try_into() else {
+            self.stats.datagrams_unmatched += 1;
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto,
+                source,
+                destination,
+                contents,
+            },
+        );
+        let known = self.by_addr.get(&source).copied().filter(|&slot| {
+            self.peers[slot]
+                .as_ref()
+                .is_some_and(|p| p.rtc.accepts(&input))
+        });
+        let slot = match known {
+            Some(slot) => slot,
+            None => {
+                let found = self.peers.iter().position(|p| {
+                    p.as_ref()
+                        .is_some_and(|p| p.rtc.is_alive() && p.rtc.accepts(&input))
+                });
+                let Some(slot) = found else {
+                    self.stats.datagrams_unmatched += 1;
+                    return;
+                };
+                self.by_addr.insert(source, slot);
+                slot
+            }
+        };
+        self.stats.packets_in += 1;
+        let p = self.peers[slot].as_mut().expect("slot was just matched");
+        if let Err(e) = p.rtc.handle_input(input) {
+            tracing::debug!(peer = p.id.0, error = %e, "peer input failed; closing it");
+            p.rtc.disconnect();
+        }
+        self.drive(slot, now);
+    }
+
+    /// Drives every peer whose deadline has passed (and any with pending input).
+    pub fn timeout(&mut self, now: Instant) {
+        for slot in 0..self.peers.len() {
+            let due = self.peers[slot].as_ref().is_some_and(|p| p.deadline <= now);
+            if due {
+                let p = self.peers[slot].as_mut().expect("checked above");
+                if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
+                    tracing::debug!(peer = p.id.0, error = %e, "peer timeout failed; closing it");
+                    p.rtc.disconnect();
+                }
+                self.drive(slot, now);
+            }
+        }
+        self.drain_dirty(now);
+    }
+
+    /// When [`Sfu::timeout`] must next be called.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if !self.dirty.is_empty() {
+            return Some(Instant::now());
+        }
+        self.peers.iter().flatten().map(|p| p.deadline).min()
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next peer event.
+    pub fn poll_event(&mut self) -> Option<SfuEvent> {
+        self.events.pop_front()
+    }
+
+    fn insert_peer(&mut self, now: Instant, room: RoomId, id: PeerId) -> Result<usize, SfuError> {
+        let mut config = RtcConfig::new()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true);
+        if let Some(cert) = &self.cert {
+            config = config.set_dtls_cert(cert.clone());
+        }
+        // Consent checks every second at most, three unanswered → disconnected (a few seconds
+        // after the path breaks, not the default half minute).
+        config.set_max_stun_rto(CONSENT_MAX_RTO);
+        config.set_max_stun_retransmits(CONSENT_MAX_RETRANSMITS);
+        let mut rtc = config.build(now);
+        for addr in &self.config.candidates {
+            let c = Candidate::host(*addr, "udp")
+                .map_err(|e| SfuError::InvalidSdp(format!("bad local candidate: {e}")))?;
+            rtc.add_local_candidate(c);
+        }
+        let peer = Peer {
+            id,
+            room,
+            rtc,
+            deadline: now,
+            media_up: false,
+            dtls_up: false,
+            outs: Vec::new(),
+            ins: Vec::new(),
+            ssrc_in: Vec::new(),
+            remote_candidates: 0,
+        };
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.peers[s] = Some(peer);
+                s
+            }
+            None => {
+                self.peers.push(Some(peer));
+                self.peers.len() - 1
+            }
+        };
+        self.by_id.insert(id, slot);
+        self.rooms.entry(room).or_default().push(slot);
+        Ok(slot)
+    }
+
+    fn remove_slot(&mut self, slot: usize) {
+        let Some(mut p) = self.peers[slot].take() else {
+            return;
+        };
+        p.rtc.disconnect();
+        self.free.push(slot);
+        self.by_id.remove(&p.id);
+        self.by_addr.retain(|_, s| *s != slot);
+        self.dirty.retain(|s| *s != slot);
+        if let Some(members) = self.rooms.get_mut(&p.room) {
+            members.retain(|s| *s != slot);
+            if members.is_empty() {
+                self.rooms.remove(&p.room);
+            } else {
+                // Whoever forwarded this peer's tracks may take another source.
+                for &other in members.iter() {
+                    if let Some(o) = self.peers[other].as_mut() {
+                        for out in &mut o.outs {
+                            if out.source.is_some_and(|(src, _)| src == p.id) {
+                                out.source = None;
+                                out.pt_map.clear();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn drain_dirty(&mut self, now: Instant) {
+        while let Some(slot) = self.dirty.pop() {
+            self.drive(slot, now);
+        }
+    }
+
+    /// Polls one peer until it has nothing more to say; forwards what it received.
+    fn drive(&mut self, slot: usize, now: Instant) {
+        loop {
+            let Some(p) = self.peers[slot].as_mut() else {
+                return;
+            };
+            if !p.rtc.is_alive() {
+                let id = p.id;
+                self.remove_slot(slot);
+                self.events.push_back(SfuEvent::Closed(id));
+                return;
+            }
+            let output = match p.rtc.poll_output() {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::debug!(peer = p.id.0, error = %e, "peer output failed; closing it");
+                    p.rtc.disconnect();
+                    continue;
+                }
+            };
+            match output {
+                Output::Timeout(t) => {
+                    p.deadline = t;
+                    break;
+                }
+                Output::Transmit(t) => self.transmits.push_back(t),
+                Output::Event(e) => self.on_event(slot, now, e),
+            }
+        }
+        self.drain_dirty(now);
+    }
+
+    fn on_event(&mut self, slot: usize, now: Instant, event: Event) {
+        let p = self.peers[slot].as_mut().expect("caller holds a live slot");
+        match event {
+            Event::Connected => {
+                p.dtls_up = true;
+                if !p.media_up {
+                    p.media_up = true;
+                    self.events.push_back(SfuEvent::Connected(p.id));
+                    self.on_peer_up(slot, now);
+                }
+            }
+            Event::IceConnectionStateChange(state) => match state {
+                IceConnectionState::Disconnected => {
+                    if p.media_up {
+                        p.media_up = false;
+                        self.events.push_back(SfuEvent::Disconnected(p.id));
+                    }
+                }
+                IceConnectionState::Connected | IceConnectionState::Completed => {
+                    if p.dtls_up && !p.media_up {
+                        p.media_up = true;
+                        self.events.push_back(SfuEvent::Connected(p.id));
+                        self.on_peer_up(slot, now);
+                    }
+                }
+                _ => {}
+            },
+            Event::MediaAdded(m) => {
+                p.add_media(m.mid, m.kind, m.direction);
+            }
+            Event::MediaChanged(m) => {
+                let kind = p.rtc.media(m.mid).map(|x| x.kind());
+                if let Some(kind) = kind {
+                    p.add_media(m.mid, kind, m.direction);
+                }
+            }
+            Event::RtpPacket(pkt) => {
+                // Media from a peer whose consent had failed: it is back (after an ICE
+                // restart the ICE state may stay `checking` while the new path already works).
+                if p.dtls_up && !p.media_up {
+                    p.media_up = true;
+                    self.events.push_back(SfuEvent::Connected(p.id));
+                    self.on_peer_up(slot, now);
+                }
+                self.forward(slot, now, pkt)
+            }
+            Event::KeyframeRequest(req) => {
+                let source = p
+                    .outs
+                    .iter()
+                    .find(|o| o.mid == req.mid)
+                    .and_then(|o| o.source);
+                if let Some((src, src_mid)) = source {
+                    self.keyframe_from(now, src, src_mid, req.kind, false);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A peer's media came up: ask every source it receives for a keyframe, so it can decode
+    /// at once.
+    fn on_peer_up(&mut self, slot: usize, now: Instant) {
+        let sources: Vec<(PeerId, Mid)> = self.peers[slot]
+            .as_ref()
+            .map(|p| {
+                p.outs
+                    .iter()
+                    .filter(|o| o.kind == MediaKind::Video)
+                    .filter_map(|o| o.source)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (src, mid) in sources {
+            self.keyframe_from(now, src, mid, KeyframeRequestKind::Pli, false);
+        }
+    }
+
+    fn keyframe_from(
+        &mut self,
+        now: Instant,
+        src: PeerId,
+        src_mid: Mid,
+        kind: KeyframeRequestKind,
+        force: bool,
+    ) {
+        let Some(&slot) = self.by_id.get(&src) else {
+            return;
+        };
+        let p = self.peers[slot]
+            .as_mut()
+            .expect("by_id points at a live slot");
+        let Some(track) = p.ins.iter_mut().find(|t| t.mid == src_mid) else {
+            return;
+        };
+        if track.kind != MediaKind::Video {
+            return;
+        }
+        if !force
+            && track
+                .last_keyframe_request
+                .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
+        {
+            return;
+        }
+        track.last_keyframe_request = Some(now);
+        if let Some(rx) = p.rtc.direct_api().stream_rx_by_mid(src_mid, None) {
+            rx.request_keyframe(kind);
+            self.stats.keyframe_requests += 1;
+            self.dirty.push(slot);
+        }
+    }
+
+    /// Sends one incoming RTP packet of peer `slot` to every other peer of its room.
+    fn forward(&mut self, slot: usize, now: Instant, pkt: RtpPacket) {
+        let p = self.peers[slot].as_mut().expect("caller holds a live slot");
+        let src_id = p.id;
+        let ssrc = pkt.header.ssrc;
+        let in_idx = match p.ssrc_in.iter().find(|(s, _)| *s == ssrc) {
+            Some(&(_, i)) => i,
+            None => {
+                let mid = p.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid());
+                let Some(i) = mid.and_then(|m| p.ins.iter().position(|t| t.mid == m)) else {
+                    return;
+                };
+                p.ssrc_in.push((ssrc, i));
+                i
+            }
+        };
+        let src_mid = p.ins[in_idx].mid;
+        let kind = p.ins[in_idx].kind;
+        let in_pt = pkt.header.payload_type;
+        let in_spec = p
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|c| c.pt() == in_pt)
+            .map(|c| c.spec());
+        let room = p.room;
+        let Some(members) = self.rooms.get(&room) else {
+            return;
+        };
+        // Rooms are small (a call); copying the member list keeps the borrow checker simple.
+        let mut targets = [usize::MAX; 16];
+        let n = members.len().min(targets.len());
+        targets[..n].copy_from_slice(&members[..n]);
+        let mut need_keyframe = false;
+        for &t in &targets[..n] {
+            if t == slot {
+                continue;
+            }
+            let Some(dst) = self.peers[t].as_mut() else {
+                continue;
+            };
+            if !dst.media_up {
+                continue;
+            }
+            let Some(out) = dst
+                .outs
+                .iter_mut()
+                .find(|o| o.kind == kind && o.source.is_none_or(|s| s == (src_id, src_mid)))
+            else {
+                continue;
+            };
+            if out.source.is_none() {
+                out.source = Some((src_id, src_mid));
+                need_keyframe = true;
+            }
+            let out_pt = match out.pt_map.iter().find(|(i, _)| *i == in_pt) {
+                Some(&(_, o)) => o,
+                None => {
+                    let o = in_spec.and_then(|spec| match_pt(&dst.rtc, out.mid, spec));
+                    out.pt_map.push((in_pt, o));
+                    o
+                }
+            };
+            let Some(out_pt) = out_pt else {
+                continue;
+            };
+            let (seq, time) = out.rewrite.map(ssrc, *pkt.seq_no, pkt.header.timestamp);
+            let out_mid = out.mid;
+            let mut api = dst.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
+                continue;
+            };
+            tx.write_rtp(
+                RtpWrite::new(out_pt, seq.into(), time, pkt.timestamp, pkt.payload.clone())
+                    .marker(pkt.header.marker)
+                    .ext_vals(pkt.header.ext_vals.clone())
+                    .nackable(kind == MediaKind::Video),
+            );
+            self.stats.packets_forwarded += 1;
+            self.stats.bytes_forwarded += pkt.payload.len() as u64;
+            self.dirty.push(t);
+        }
+        if need_keyframe {
+            self.keyframe_from(now, src_id, src_mid, KeyframeRequestKind::Pli, false);
+        }
+    }
+}
+
+impl Peer {
+    fn add_media(&mut self, mid: Mid, kind: MediaKind, dir: Direction) {
+        if kind != MediaKind::Audio && kind != MediaKind::Video {
+            return;
+        }
+        // The direction is ours: sending means the peer receives on this m-line.
+        let sending = dir.is_sending();
+        let receiving = dir.is_receiving();
+        match self.outs.iter().position(|o| o.mid == mid) {
+            Some(i) if !sending => {
+                self.outs.remove(i);
+            }
+            None if sending => self.outs.push(OutSlot {
+                mid,
+                kind,
+                source: None,
+                rewrite: SeqRewrite::default(),
+                pt_map: Vec::new(),
+            }),
+            _ => {}
+        }
+        match self.ins.iter().position(|t| t.mid == mid) {
+            Some(i) if !receiving => {
+                self.ins.remove(i);
+                self.ssrc_in.clear();
+            }
+            None if receiving => self.ins.push(InTrack {
+                mid,
+                kind,
+                last_keyframe_request: None,
+            }),
+            _ => {}
+        }
+    }
+}
+
+/// The payload type `rtc` negotiated on `mid` for `spec` (same codec, clock rate and format
+/// parameters; for H.264 the same packetization mode is enough).
+fn match_pt(rtc: &Rtc, mid: Mid, spec: CodecSpec) -> Option<Pt> {
+    let media = rtc.media(mid)?;
+    let remote = media.remote_pts();
+    let params = rtc.codec_config().params();
+    let negotiated = || params.iter().filter(|c| remote.contains(&c.pt()));
+    negotiated()
+        .find(|c| c.spec() == spec)
+        .or_else(|| {
+            negotiated().find(|c| {
+                let s = c.spec();
+                s.codec == spec.codec
+                    && s.clock_rate == spec.clock_rate
+                    && s.format.packetization_mode == spec.format.packetization_mode
+            })
+        })
+        .map(|c| c.pt())
+}
+
+fn validate_offer(sdp: &str) -> Result<SdpOffer, SfuError> {
+    if sdp.len() > MAX_SDP_BYTES {
+        return Err(SfuError::InvalidSdp("longer than 32 KiB".into()));
+    }
+    let m_lines = sdp.lines().filter(|l| l.starts_with("m=")).count();
+    if m_lines == 0 {
+        return Err(SfuError::InvalidSdp("no m-line".into()));
+    }
+    if m_lines > MAX_MEDIA_LINES {
+        return Err(SfuError::InvalidSdp(format!(
+            "{m_lines} m-lines; at most {MAX_MEDIA_LINES}"
+        )));
+    }
+    if !sdp.contains("a=ice-ufrag:") || !sdp.contains("a=fingerprint:") {
+        return Err(SfuError::InvalidSdp(
+            "no ICE credentials or DTLS fingerprint".into(),
+        ));
+    }
+    SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))
+}
+
+/// Whether an answer accepts at least one audio or video m-line (port not 0).
+fn has_usable_media(answer: &str) -> bool {
+    answer.lines().any(|l| {
+        (l.starts_with("m=audio ") || l.starts_with("m=video "))
+            && !l.contains(" 0 UDP")
+            && l.split(' ').nth(1).is_some_and(|port| port != "0")
+    })
+}

@@ -1,0 +1,405 @@
+//! The SFU core driven in memory: str0m clients stand in for browsers, datagrams are shuffled
+//! by hand, and time only moves when the test moves it.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use frontdesk_sfu::{PeerId, RoomId, Sfu, SfuConfig, SfuEvent};
+use str0m::change::SdpAnswer;
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+const SFU_ADDR: &str = "10.0.0.1:7882";
+
+struct Client {
+    rtc: Rtc,
+    addr: SocketAddr,
+    received: Vec<(Mid, u16, Vec<u8>)>,
+    keyframe_requests: usize,
+    video: Option<Mid>,
+    deadline: Instant,
+}
+
+impl Client {
+    fn new(now: Instant, addr: &str) -> Client {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let mut rtc = Rtc::builder().set_rtp_mode(true).build(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        Client {
+            rtc,
+            addr,
+            received: Vec::new(),
+            keyframe_requests: 0,
+            video: None,
+            deadline: now,
+        }
+    }
+
+    /// An offer with one audio and one video m-line in `dir`.
+    fn offer(&mut self, dir: Direction) -> (String, str0m::change::SdpPendingOffer) {
+        let mut api = self.rtc.sdp_api();
+        api.add_media(MediaKind::Audio, dir, None, None, None);
+        let video = api.add_media(MediaKind::Video, dir, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        self.video = Some(video);
+        (offer.to_sdp_string(), pending)
+    }
+
+    fn video_mid(&self) -> Mid {
+        self.video.expect("offer() was called")
+    }
+}
+
+struct World {
+    now: Instant,
+    sfu: Sfu,
+    clients: Vec<Client>,
+    events: Vec<SfuEvent>,
+    /// Drop everything to and from this client index (a broken path).
+    cut: Option<usize>,
+}
+
+impl World {
+    fn new() -> World {
+        let now = Instant::now();
+        World {
+            now,
+            sfu: Sfu::new(SfuConfig {
+                candidates: vec![SFU_ADDR.parse().unwrap()],
+            }),
+            clients: Vec::new(),
+            events: Vec::new(),
+            cut: None,
+        }
+    }
+
+    fn join(&mut self, room: u128, dir: Direction) -> usize {
+        let i = self.clients.len();
+        let mut c = Client::new(self.now, &format!("10.0.1.{}:5000", i + 1));
+        let (offer, pending) = c.offer(dir);
+        let answer = self
+            .sfu
+            .offer(self.now, RoomId(room), PeerId(i as u64), &offer)
+            .unwrap();
+        c.rtc
+            .sdp_api()
+            .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
+            .unwrap();
+        self.clients.push(c);
+        i
+    }
+
+    /// Runs the network until `until`, in 1 ms steps.
+    fn run(&mut self, dur: Duration) {
+        let end = self.now + dur;
+        while self.now < end {
+            self.step();
+            self.now += Duration::from_millis(1);
+        }
+    }
+
+    fn step(&mut self) {
+        let now = self.now;
+        let sfu_addr: SocketAddr = SFU_ADDR.parse().unwrap();
+        for i in 0..self.clients.len() {
+            let c = &mut self.clients[i];
+            if c.deadline <= now {
+                c.rtc.handle_input(Input::Timeout(now)).unwrap();
+            }
+            loop {
+                match c.rtc.poll_output().unwrap() {
+                    Output::Timeout(t) => {
+                        c.deadline = t;
+                        break;
+                    }
+                    Output::Transmit(t) => {
+                        if self.cut == Some(i) {
+                            continue;
+                        }
+                        let c_addr = c.addr;
+                        self.sfu
+                            .receive(now, Protocol::Udp, c_addr, sfu_addr, &t.contents);
+                    }
+                    Output::Event(Event::RtpPacket(p)) => {
+                        let mid = c
+                            .rtc
+                            .direct_api()
+                            .stream_rx(&p.header.ssrc)
+                            .map(|s| s.mid())
+                            .unwrap();
+                        c.received
+                            .push((mid, p.header.sequence_number, p.payload.to_vec()));
+                    }
+                    Output::Event(Event::KeyframeRequest(_)) => c.keyframe_requests += 1,
+                    Output::Event(_) => {}
+                }
+            }
+        }
+        self.sfu.timeout(now);
+        while let Some(t) = self.sfu.poll_transmit() {
+            let Some(i) = self.clients.iter().position(|c| c.addr == t.destination) else {
+                continue;
+            };
+            if self.cut == Some(i) {
+                continue;
+            }
+            let c = &mut self.clients[i];
+            let input = Input::Receive(
+                now,
+                Receive {
+                    proto: Protocol::Udp,
+                    source: sfu_addr,
+                    destination: c.addr,
+                    contents: (&t.contents[..]).try_into().unwrap(),
+                },
+            );
+            c.rtc.handle_input(input).unwrap();
+        }
+        while let Some(e) = self.sfu.poll_event() {
+            self.events.push(e);
+        }
+    }
+
+    fn send_video(&mut self, from: usize, seq: u64, payload: &[u8]) {
+        let now = self.now;
+        let c = &mut self.clients[from];
+        let mid = c.video_mid();
+        let pt = c
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == str0m::format::Codec::Vp8)
+            .unwrap()
+            .pt();
+        let mut api = c.rtc.direct_api();
+        let tx = api.stream_tx_by_mid(mid, None).unwrap();
+        tx.write_rtp(
+            RtpWrite::new(pt, seq.into(), (seq * 3000) as u32, now, payload.to_vec()).marker(true),
+        );
+    }
+
+    fn connected(&self, peer: u64) -> bool {
+        self.events.contains(&SfuEvent::Connected(PeerId(peer)))
+    }
+}
+
+fn two_party_call() -> World {
+    let mut w = World::new();
+    w.join(7, Direction::SendRecv);
+    w.join(7, Direction::SendRecv);
+    w.run(Duration::from_millis(1500));
+    assert!(w.connected(0) && w.connected(1), "events: {:?}", w.events);
+    w
+}
+
+#[test]
+fn video_from_one_participant_reaches_the_other_and_only_the_other() {
+    let mut w = two_party_call();
+    for seq in 1..=20 {
+        w.send_video(0, seq, format!("frame {seq}").as_bytes());
+        w.run(Duration::from_millis(33));
+    }
+    let got: Vec<_> = w.clients[1]
+        .received
+        .iter()
+        .filter(|(mid, _, _)| *mid == w.clients[1].video_mid())
+        .collect();
+    assert!(got.len() >= 19, "received {} of 20", got.len());
+    assert!(got.iter().any(|(_, _, p)| p == b"frame 20"));
+    assert!(
+        w.clients[0].received.is_empty(),
+        "echoed back to the sender"
+    );
+    let stats = w.sfu.stats();
+    assert!(stats.packets_forwarded >= 19);
+}
+
+#[test]
+fn a_new_receiver_makes_the_sender_send_a_keyframe() {
+    let mut w = two_party_call();
+    w.send_video(0, 1, b"x");
+    w.run(Duration::from_millis(50));
+    assert!(
+        w.clients[0].keyframe_requests >= 1,
+        "the SFU asks the sender for a keyframe when it starts forwarding to someone"
+    );
+    let before = w.clients[0].keyframe_requests;
+    let mid = w.clients[1].video_mid().to_string();
+    w.sfu
+        .request_keyframe(w.now + Duration::from_secs(1), PeerId(1), &mid)
+        .unwrap();
+    w.run(Duration::from_millis(50));
+    assert!(w.clients[0].keyframe_requests > before);
+}
+
+#[test]
+fn broadcast_reaches_every_receive_only_peer() {
+    let mut w = World::new();
+    w.join(9, Direction::SendOnly);
+    for _ in 0..5 {
+        w.join(9, Direction::RecvOnly);
+    }
+    w.run(Duration::from_millis(1500));
+    for seq in 1..=10 {
+        w.send_video(0, seq, b"v");
+        w.run(Duration::from_millis(20));
+    }
+    for c in &w.clients[1..] {
+        assert!(
+            c.received.len() >= 9,
+            "a subscriber got {}",
+            c.received.len()
+        );
+    }
+}
+
+#[test]
+fn rooms_do_not_leak_into_each_other() {
+    let mut w = World::new();
+    w.join(1, Direction::SendRecv);
+    w.join(2, Direction::SendRecv);
+    w.run(Duration::from_millis(1500));
+    for seq in 1..=5 {
+        w.send_video(0, seq, b"secret");
+        w.run(Duration::from_millis(20));
+    }
+    assert!(w.clients[1].received.is_empty());
+}
+
+#[test]
+fn ice_restart_renegotiates_and_media_flows_again() {
+    let mut w = two_party_call();
+    // Break the path to the visitor until the SFU's consent checks give up on it.
+    w.cut = Some(0);
+    let t0 = w.now;
+    while !w.events.contains(&SfuEvent::Disconnected(PeerId(0))) {
+        w.run(Duration::from_millis(100));
+        assert!(w.now - t0 < Duration::from_secs(20), "consent never failed");
+    }
+    w.cut = None;
+    let c = &mut w.clients[0];
+    let mut api = c.rtc.sdp_api();
+    api.ice_restart(false);
+    let (offer, pending) = api.apply().unwrap();
+    let answer = w
+        .sfu
+        .offer(w.now, RoomId(7), PeerId(0), &offer.to_sdp_string())
+        .unwrap();
+    w.clients[0]
+        .rtc
+        .sdp_api()
+        .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
+        .unwrap();
+    let n = w.clients[1].received.len();
+    for seq in 100..110 {
+        w.send_video(0, seq, b"after");
+        w.run(Duration::from_millis(50));
+    }
+    assert!(w.clients[1].received.len() >= n + 9);
+    assert_eq!(
+        w.events.last(),
+        Some(&SfuEvent::Connected(PeerId(0))),
+        "events: {:?}",
+        w.events
+    );
+}
+
+#[test]
+fn bad_offers_and_candidates_get_typed_errors() {
+    let mut w = two_party_call();
+    let now = w.now;
+    let cases = [
+        "",
+        "v=0",
+        "garbage\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n",
+        &"x".repeat(40_000),
+    ];
+    for sdp in cases {
+        let e = w.sfu.offer(now, RoomId(3), PeerId(50), sdp).unwrap_err();
+        assert_eq!(e.code(), "invalid_sdp", "{sdp:.40}");
+    }
+    // Five m-lines is over the limit.
+    let mut c = Client::new(now, "10.0.9.9:1");
+    let mut api = c.rtc.sdp_api();
+    for _ in 0..5 {
+        api.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
+    }
+    let (offer, _) = api.apply().unwrap();
+    let e = w
+        .sfu
+        .offer(now, RoomId(3), PeerId(51), &offer.to_sdp_string())
+        .unwrap_err();
+    assert_eq!(e.code(), "invalid_sdp");
+    assert!(!w.sfu.has_peer(PeerId(50)) && !w.sfu.has_peer(PeerId(51)));
+
+    for cand in [
+        "candidate:nonsense",
+        "candidate:1 1 udp x 1.2.3.4 5 typ host",
+    ] {
+        let e = w.sfu.add_candidate(PeerId(0), cand).unwrap_err();
+        assert_eq!(e.code(), "invalid_candidate");
+    }
+    assert!(w.sfu.add_candidate(PeerId(0), "").is_ok());
+    assert_eq!(
+        w.sfu
+            .add_candidate(PeerId(99), "candidate:1 1 udp 1 1.2.3.4 5 typ host")
+            .unwrap_err()
+            .code(),
+        "not_in_call"
+    );
+    assert_eq!(
+        w.sfu
+            .request_keyframe(now, PeerId(0), "7")
+            .unwrap_err()
+            .code(),
+        "unknown_track"
+    );
+    // The same peer id cannot move to another room.
+    let (offer, _) = Client::new(now, "10.0.9.8:1").offer(Direction::SendRecv);
+    assert_eq!(
+        w.sfu
+            .offer(now, RoomId(8), PeerId(0), &offer)
+            .unwrap_err()
+            .code(),
+        "not_in_call"
+    );
+}
+
+#[test]
+fn garbage_datagrams_are_counted_and_dropped() {
+    let mut w = two_party_call();
+    let before = w.sfu.stats().datagrams_unmatched;
+    let sfu_addr: SocketAddr = SFU_ADDR.parse().unwrap();
+    for junk in [&b""[..], b"\x00\x01", &[0x80; 1600], &[0x16; 40]] {
+        w.sfu.receive(
+            w.now,
+            Protocol::Udp,
+            "10.9.9.9:9".parse().unwrap(),
+            sfu_addr,
+            junk,
+        );
+    }
+    assert_eq!(w.sfu.stats().datagrams_unmatched, before + 4);
+}
+
+#[test]
+fn a_thousand_joins_and_leaves_leave_nothing_behind() {
+    let mut w = World::new();
+    let now = w.now;
+    let (offer, _) = Client::new(now, "10.0.5.5:5").offer(Direction::SendRecv);
+    for i in 0..1000u64 {
+        w.sfu
+            .offer(now, RoomId(u128::from(i / 2)), PeerId(i), &offer)
+            .unwrap();
+        if i % 2 == 1 {
+            w.sfu.remove_peer(PeerId(i - 1));
+            w.sfu.remove_peer(PeerId(i));
+        }
+    }
+    let s = w.sfu.stats();
+    assert_eq!((s.peers, s.rooms), (0, 0));
+    assert!(w.sfu.next_deadline().is_none());
+}
