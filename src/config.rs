@@ -104,6 +104,21 @@ pub struct ServerArgs {
     /// Most seats the plan allows.
     #[arg(long, env = "FRONTDESK_PLAN_MAX_SEATS", default_value = "50")]
     pub plan_max_seats: String,
+    /// UDP address of the SFU, one port for every peer [default: the FRONTDESK_LISTEN IP, port
+    /// 7882].
+    #[arg(long, env = "FRONTDESK_MEDIA_UDP")]
+    pub media_udp: Option<String>,
+    /// IP addresses the SFU advertises to browsers, comma-separated [default: the bound
+    /// address, or, when bound to 0.0.0.0, this host's primary address and 127.0.0.1].
+    #[arg(long, env = "FRONTDESK_MEDIA_PUBLIC_IPS")]
+    pub media_public_ips: Option<String>,
+    /// TURN URLs handed to browsers, comma-separated (turn:host:3478?transport=udp,
+    /// turn:host:3478?transport=tcp, turns:host:5349); needs FRONTDESK_TURN_SECRET.
+    #[arg(long, env = "FRONTDESK_TURN_URLS")]
+    pub turn_urls: Option<String>,
+    /// Lifetime of the TURN credentials handed out at each join, in seconds.
+    #[arg(long, env = "FRONTDESK_TURN_TTL", default_value = "28800")]
+    pub turn_ttl: String,
     /// Sender of notification emails.
     #[arg(
         long,
@@ -228,6 +243,18 @@ pub struct Config {
     pub billing: crate::billing::BillingConfig,
     pub stripe: Option<StripeConfig>,
     pub plan_max_seats: u32,
+    pub media: MediaConfig,
+}
+
+/// The SFU's socket and the ICE servers handed to browsers.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    pub udp: SocketAddr,
+    /// Advertised IPs; empty: derive them from `udp` once it is bound.
+    pub public_ips: Vec<std::net::IpAddr>,
+    pub turn_urls: Vec<String>,
+    pub turn_secret: Option<Secret>,
+    pub turn_ttl: Duration,
 }
 
 /// Stripe's API, for admin billing actions.
@@ -238,6 +265,8 @@ pub struct StripeConfig {
     pub seat_price: String,
 }
 
+/// The SFU's UDP port when FRONTDESK_MEDIA_UDP is not set.
+pub const DEFAULT_MEDIA_PORT: u16 = 7882;
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://frontdesk.db";
 pub const DEMO_DATABASE_URL: &str = "sqlite://frontdesk-demo.db";
 
@@ -434,7 +463,9 @@ impl Config {
             100_000,
         )?)
         .unwrap_or(50);
+        let media = resolve_media(args, listen, env)?;
         Ok(Config {
+            media,
             stripe,
             plan_max_seats,
             billing,
@@ -479,6 +510,80 @@ pub fn resolve_database_url(args: &DbArgs, default_db: &str) -> Result<String, C
     }
 }
 
+fn resolve_media(
+    args: &ServerArgs,
+    listen: SocketAddr,
+    env: Env<'_>,
+) -> Result<MediaConfig, ConfigError> {
+    let udp = match &args.media_udp {
+        None => SocketAddr::new(listen.ip(), DEFAULT_MEDIA_PORT),
+        Some(v) => v.trim().parse().map_err(|_| {
+            bad(
+                "FRONTDESK_MEDIA_UDP",
+                format!("not an address such as 0.0.0.0:7882 (got {v:?})"),
+            )
+        })?,
+    };
+    let public_ips = split_list(args.media_public_ips.as_deref())
+        .map(|ip| {
+            ip.parse().map_err(|_| {
+                bad(
+                    "FRONTDESK_MEDIA_PUBLIC_IPS",
+                    format!("not an IP address: {ip:?}"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let turn_urls: Vec<String> = split_list(args.turn_urls.as_deref())
+        .map(|u| {
+            let ok = (u.starts_with("turn:") || u.starts_with("turns:"))
+                && u.len() <= 256
+                && u.chars().all(|c| c.is_ascii_graphic());
+            if ok {
+                Ok(u.to_owned())
+            } else {
+                Err(bad(
+                    "FRONTDESK_TURN_URLS",
+                    format!("not a turn: or turns: URL: {u:?}"),
+                ))
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let turn_secret = read_secret(env, "FRONTDESK_TURN_SECRET")?;
+    if !turn_urls.is_empty() && turn_secret.is_none() {
+        return Err(bad(
+            "FRONTDESK_TURN_SECRET",
+            "required with FRONTDESK_TURN_URLS (coturn's static-auth-secret)",
+        ));
+    }
+    if turn_secret.as_ref().is_some_and(|s| s.expose().len() < 16) {
+        return Err(bad(
+            "FRONTDESK_TURN_SECRET",
+            "too short: use at least 16 bytes",
+        ));
+    }
+    let turn_ttl = Duration::from_secs(parse_seconds(
+        "FRONTDESK_TURN_TTL",
+        &args.turn_ttl,
+        60,
+        7 * 86_400,
+    )?);
+    Ok(MediaConfig {
+        udp,
+        public_ips,
+        turn_urls,
+        turn_secret,
+        turn_ttl,
+    })
+}
+
+fn split_list(v: Option<&str>) -> impl Iterator<Item = &str> {
+    v.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
 /// Reads `NAME` or the file named by `NAME_FILE` (trailing newline trimmed); both set is an error.
 pub fn read_secret(env: Env<'_>, name: &'static str) -> Result<Option<Secret>, ConfigError> {
     let file_var: &'static str = match name {
@@ -486,6 +591,7 @@ pub fn read_secret(env: Env<'_>, name: &'static str) -> Result<Option<Secret>, C
         "FRONTDESK_STRIPE_WEBHOOK_SECRET" => "FRONTDESK_STRIPE_WEBHOOK_SECRET_FILE",
         "FRONTDESK_STRIPE_API_KEY" => "FRONTDESK_STRIPE_API_KEY_FILE",
         "FRONTDESK_SMTP_URL" => "FRONTDESK_SMTP_URL_FILE",
+        "FRONTDESK_TURN_SECRET" => "FRONTDESK_TURN_SECRET_FILE",
         _ => return Ok(env(name).map(|v| Secret::new(v.into_bytes()))),
     };
     match (env(name), env(file_var)) {

@@ -28,6 +28,7 @@ pub struct Inner {
     pub visitor_tokens: VisitorTokens,
     pub visitor_token_ttl: Duration,
     pub hub: crate::signal::HubHandle,
+    pub media: crate::media::MediaHandle,
     pub drain: Duration,
     pub billing: crate::billing::BillingConfig,
     pub billing_wake: crate::billing::BillingWake,
@@ -180,6 +181,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/notifications/{notification_id}/resend",
             post(resend_notification),
         )
+        .merge(crate::web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -371,6 +373,57 @@ async fn metrics(State(s): State<AppState>) -> Response {
         "# HELP frontdesk_open_calls Calls not yet ended.\n# TYPE frontdesk_open_calls gauge\nfrontdesk_open_calls {}",
         snap.open_calls
     );
+    let m = &s.media.metrics;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    for (name, kind, help, v) in [
+        (
+            "frontdesk_media_peers",
+            "gauge",
+            "WebRTC peers in the SFU.",
+            load(&m.peers),
+        ),
+        (
+            "frontdesk_media_rooms",
+            "gauge",
+            "Calls with media in the SFU.",
+            load(&m.rooms),
+        ),
+        (
+            "frontdesk_media_packets_in_total",
+            "counter",
+            "Datagrams a peer accepted.",
+            load(&m.packets_in),
+        ),
+        (
+            "frontdesk_media_packets_forwarded_total",
+            "counter",
+            "RTP packets forwarded.",
+            load(&m.packets_forwarded),
+        ),
+        (
+            "frontdesk_media_bytes_forwarded_total",
+            "counter",
+            "RTP payload bytes forwarded.",
+            load(&m.bytes_forwarded),
+        ),
+        (
+            "frontdesk_media_datagrams_unmatched_total",
+            "counter",
+            "Datagrams no peer accepted.",
+            load(&m.datagrams_unmatched),
+        ),
+        (
+            "frontdesk_media_keyframe_requests_total",
+            "counter",
+            "Keyframe requests sent to senders.",
+            load(&m.keyframe_requests),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
     let _ = writeln!(out, "# HELP frontdesk_agents Agents known to the hub by presence.\n# TYPE frontdesk_agents gauge");
     for (p, n) in &snap.presence {
         let _ = writeln!(out, "frontdesk_agents{{presence=\"{p}\"}} {n}");

@@ -19,11 +19,13 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod http;
+pub mod media;
 pub mod model;
 pub mod signal;
 pub mod store;
 pub mod stripe;
 pub mod telemetry;
+pub mod web;
 
 use crate::auth::{JwtVerifier, VisitorTokens};
 use crate::config::{Config, Secret};
@@ -50,6 +52,8 @@ pub enum StartError {
     Keys(String),
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
+    #[error("media: cannot bind the SFU's UDP socket (FRONTDESK_MEDIA_UDP): {0}")]
+    Media(std::io::Error),
 }
 
 /// Name of the server-generated HS256 secret used when no JWT key is configured.
@@ -115,6 +119,7 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
         store.clone(),
     );
     let billing_wake = billing::spawn(store.clone(), hub.clone(), config.billing.clone());
+    let media = media::MediaHandle::start(&config.media).map_err(StartError::Media)?;
     // Every required price is checked now: a missing one stops the start, never a fallback.
     let stripe = match &config.stripe {
         None => None,
@@ -139,6 +144,7 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
         }
     };
     Ok(AppState(Arc::new(Inner {
+        media,
         stripe,
         seat_price: config.stripe.as_ref().map(|s| s.seat_price.clone()),
         plan_max_seats: config.plan_max_seats,

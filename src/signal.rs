@@ -8,13 +8,15 @@
 
 use crate::auth::AuthError;
 use crate::http::AppState;
+use crate::media::{MediaHandle, Notice};
 use crate::model::NewVisitorSession;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
-use frontdesk_domain::{OrgId, Presence};
+use frontdesk_domain::{CallId, CallState, OrgId, Presence};
 use frontdesk_signaling::wire::{
-    parse_client, ClientMessage, CloseReason, RequestId, ServerMessage, MAX_FRAME_BYTES,
+    parse_client, CallSummary, ClientMessage, CloseReason, MediaMessage, RequestId, ServerMessage,
+    Side, MAX_FRAME_BYTES,
 };
 use frontdesk_signaling::{ConnId, Hub, HubConfig, HubStats, Input, OrgFacts, Output, Record};
 use std::collections::HashMap;
@@ -35,6 +37,26 @@ const RATE_STRIKES: u32 = 20;
 pub enum Outgoing {
     Text(Utf8Bytes),
     Close(CloseReason),
+    /// The connection's participant is now in this connected call (media may start).
+    InCall(CallId),
+    /// The call ended (its media goes).
+    CallOver(CallId),
+}
+
+/// What a message tells the connection about its call, for the media side.
+fn call_change(msg: &ServerMessage) -> Option<Outgoing> {
+    match msg {
+        ServerMessage::CallConnected { call_id, .. } => Some(Outgoing::InCall(*call_id)),
+        ServerMessage::CallResumed { call_id, state } if *state == CallState::Connected => {
+            Some(Outgoing::InCall(*call_id))
+        }
+        ServerMessage::Welcome {
+            call: Some(CallSummary { call_id, state }),
+            ..
+        } if *state == CallState::Connected => Some(Outgoing::InCall(*call_id)),
+        ServerMessage::CallEnded { call_id, .. } => Some(Outgoing::CallOver(*call_id)),
+        _ => None,
+    }
 }
 
 enum Cmd {
@@ -217,7 +239,9 @@ fn deliver(
                 if let Some(ob) = outboxes.get(&conn) {
                     let text = serde_json::to_string(&msg)
                         .expect("server messages are plain data and always serialize");
-                    if ob.try_send(Outgoing::Text(text.into())).is_err() {
+                    let sent = ob.try_send(Outgoing::Text(text.into())).is_ok()
+                        && call_change(&msg).is_none_or(|c| ob.try_send(c).is_ok());
+                    if !sent {
                         outboxes.remove(&conn);
                         dropped.push(conn);
                     }
@@ -335,7 +359,19 @@ async fn connection(s: AppState, mut socket: WebSocket) {
     {
         return close(&mut socket, CloseReason::ServerShutdown).await;
     }
+    let side = match authed.input {
+        Input::AgentConnected { .. } => Side::Agent,
+        _ => Side::Visitor,
+    };
     s.hub.input(authed.input).await;
+    let mut media = MediaLink {
+        handle: s.media.clone(),
+        side,
+        org: authed.org,
+        token: s.media.token(),
+        call: None,
+        notices: mpsc::channel(64),
+    };
     let mut ping = tokio::time::interval(s.hub.heartbeat_interval);
     ping.tick().await;
     let mut bucket = RATE_BURST;
@@ -365,6 +401,14 @@ async fn connection(s: AppState, mut socket: WebSocket) {
                         }
                         bucket -= 1.0;
                         match parse_client(&t) {
+                            (re, Ok(ClientMessage::Media(m))) => {
+                                s.hub.input(Input::Heartbeat { conn }).await;
+                                if let Some(reply) = media.message(re, m).await {
+                                    if socket.send(text(&reply)).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
                             (re, Ok(msg)) => {
                                 // Entitlement comes from the database where access is granted.
                                 let refresh = matches!(
@@ -402,11 +446,26 @@ async fn connection(s: AppState, mut socket: WebSocket) {
                     close(&mut socket, reason).await;
                     break;
                 }
+                Some(Outgoing::InCall(call)) => {
+                    if let Some(cfg) = media.enter(&s, call).await {
+                        if socket.send(text(&cfg)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Some(Outgoing::CallOver(call)) => media.leave(call),
                 None => {
                     close(&mut socket, CloseReason::RateLimited).await;
                     break;
                 }
             },
+            Some((call, notice)) = media.notices.1.recv() => {
+                if let Some(msg) = media.notice(&s, call, notice).await {
+                    if socket.send(text(&msg)).await.is_err() {
+                        break;
+                    }
+                }
+            }
             _ = ping.tick() => {
                 if socket.send(Message::Ping(Default::default())).await.is_err() {
                     break;
@@ -414,7 +473,143 @@ async fn connection(s: AppState, mut socket: WebSocket) {
             }
         }
     }
+    media.detach();
     s.hub.input(Input::Disconnected { conn }).await;
+}
+
+/// One connection's side of the media: which call it is in, and its notices from the SFU loop.
+struct MediaLink {
+    handle: MediaHandle,
+    side: Side,
+    org: OrgId,
+    token: u64,
+    call: Option<CallId>,
+    notices: (crate::media::NoticeTx, crate::media::NoticeRx),
+}
+
+impl MediaLink {
+    /// The participant is in a connected call: listen to its media and say how to connect.
+    async fn enter(&mut self, s: &AppState, call: CallId) -> Option<ServerMessage> {
+        if self.call == Some(call) {
+            return None;
+        }
+        self.call = Some(call);
+        self.handle
+            .attach(call, self.side, self.token, self.notices.0.clone());
+        let now_unix = u64::try_from(crate::now_ms() / 1000).unwrap_or_default();
+        let recording = self.records(s).await;
+        Some(ServerMessage::MediaConfig {
+            call_id: call,
+            ice_servers: self.handle.ice_servers(call, self.side, now_unix),
+            ice_transport_policy: "all",
+            recording,
+        })
+    }
+
+    async fn records(&self, s: &AppState) -> bool {
+        match s.store.org(self.org).await {
+            Ok(org) => org.settings.recording_enabled,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the org's recording setting");
+                false
+            }
+        }
+    }
+
+    fn leave(&mut self, call: CallId) {
+        if self.call == Some(call) {
+            self.call = None;
+        }
+        self.handle.call_over(call);
+    }
+
+    fn detach(&mut self) {
+        if let Some(call) = self.call.take() {
+            self.handle.detach(call, self.side, self.token);
+        }
+    }
+
+    /// Answers a media message; `None` when there is nothing to say.
+    async fn message(&mut self, re: Option<RequestId>, m: MediaMessage) -> Option<ServerMessage> {
+        let call_id = match &m {
+            MediaMessage::MediaOffer { call_id, .. }
+            | MediaMessage::IceCandidate { call_id, .. }
+            | MediaMessage::RequestKeyframe { call_id, .. }
+            | MediaMessage::MediaFailed { call_id } => *call_id,
+        };
+        if self.call != Some(call_id) {
+            return Some(ServerMessage::Error {
+                re,
+                code: "not_in_call".into(),
+                message: "you are not in a connected call with that id".into(),
+            });
+        }
+        let result = match m {
+            MediaMessage::MediaOffer {
+                sdp,
+                restart,
+                attempt,
+                ..
+            } => self
+                .handle
+                .offer(call_id, self.side, sdp, restart, attempt.min(3))
+                .await
+                .map(|sdp| Some(ServerMessage::MediaAnswer { re, call_id, sdp })),
+            MediaMessage::IceCandidate { candidate, .. } => self
+                .handle
+                .candidate(call_id, self.side, candidate)
+                .await
+                .map(|()| None),
+            MediaMessage::RequestKeyframe { mid, .. } => self
+                .handle
+                .keyframe(call_id, self.side, mid)
+                .await
+                .map(|()| Some(ServerMessage::KeyframeRequested { re })),
+            MediaMessage::MediaFailed { .. } => {
+                self.handle.failed(call_id, self.side);
+                Ok(None)
+            }
+        };
+        match result {
+            Ok(reply) => reply,
+            Err(e) => Some(ServerMessage::Error {
+                re,
+                code: e.code().into(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    async fn notice(&self, s: &AppState, call: CallId, n: Notice) -> Option<ServerMessage> {
+        if self.call != Some(call) {
+            return None;
+        }
+        Some(match n {
+            Notice::Reconnecting { side, attempt } => ServerMessage::MediaReconnecting {
+                call_id: call,
+                side,
+                attempt,
+            },
+            Notice::Reconnected { side } => ServerMessage::MediaReconnected {
+                call_id: call,
+                side,
+            },
+            Notice::Failed { side } => ServerMessage::MediaFailed {
+                call_id: call,
+                side,
+            },
+            Notice::RestartRequest => ServerMessage::IceRestartRequest { call_id: call },
+            Notice::BothConnected => {
+                if !self.records(s).await {
+                    return None;
+                }
+                ServerMessage::Recording {
+                    call_id: call,
+                    active: true,
+                }
+            }
+        })
+    }
 }
 
 /// Reads the `auth` message and checks its credential. On failure the client gets a typed error

@@ -21,6 +21,8 @@
 
 pub mod turn;
 
+pub use str0m::net::{Protocol, Transmit};
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -29,7 +31,7 @@ use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::format::CodecSpec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive, Transmit};
+use str0m::net::Receive;
 use str0m::rtp::{RtpPacket, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
@@ -561,22 +563,17 @@ impl Sfu {
                     self.on_peer_up(slot, now);
                 }
             }
-            Event::IceConnectionStateChange(state) => match state {
-                IceConnectionState::Disconnected => {
-                    if p.media_up {
-                        p.media_up = false;
-                        self.events.push_back(SfuEvent::Disconnected(p.id));
-                    }
-                }
-                IceConnectionState::Connected | IceConnectionState::Completed => {
-                    if p.dtls_up && !p.media_up {
-                        p.media_up = true;
-                        self.events.push_back(SfuEvent::Connected(p.id));
-                        self.on_peer_up(slot, now);
-                    }
-                }
-                _ => {}
-            },
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) if p.media_up => {
+                p.media_up = false;
+                self.events.push_back(SfuEvent::Disconnected(p.id));
+            }
+            Event::IceConnectionStateChange(
+                IceConnectionState::Connected | IceConnectionState::Completed,
+            ) if p.dtls_up && !p.media_up => {
+                p.media_up = true;
+                self.events.push_back(SfuEvent::Connected(p.id));
+                self.on_peer_up(slot, now);
+            }
             Event::MediaAdded(m) => {
                 p.add_media(m.mid, m.kind, m.direction);
             }

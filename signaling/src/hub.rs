@@ -958,6 +958,8 @@ impl Hub {
     ) {
         match (who, msg) {
             (_, ClientMessage::Ping {}) => self.send(Some(conn), ServerMessage::Pong { re }),
+            // The server's adapter answers media messages with the SFU; they never reach here.
+            (_, ClientMessage::Media(_)) => {}
             (_, ClientMessage::Auth { .. }) => self.send(
                 Some(conn),
                 err(

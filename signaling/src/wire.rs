@@ -37,6 +37,56 @@ pub enum ClientMessage {
     RequestCall {},
     /// Either: application-level liveness probe; answered with `pong`.
     Ping {},
+    /// Media negotiation of a connected call. The server's adapter answers these itself (they
+    /// concern the SFU, not the hub); the hub ignores them.
+    #[serde(skip)]
+    Media(MediaMessage),
+}
+
+/// Media messages (client → server), see the "Media" section of `docs/protocol.md`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MediaMessage {
+    /// An SDP offer for the call (first offer, or a renegotiation such as an ICE restart).
+    MediaOffer {
+        call_id: CallId,
+        sdp: String,
+        #[serde(default)]
+        restart: bool,
+        #[serde(default)]
+        attempt: u8,
+    },
+    /// A trickled ICE candidate; an empty `candidate` ends the candidates.
+    IceCandidate {
+        call_id: CallId,
+        candidate: String,
+        #[serde(default)]
+        sdp_mid: Option<String>,
+        #[serde(default)]
+        sdp_m_line_index: Option<u32>,
+    },
+    /// Ask the sender of the video received on `mid` for a keyframe.
+    RequestKeyframe { call_id: CallId, mid: String },
+    /// The client gave up restarting ICE.
+    MediaFailed { call_id: CallId },
+}
+
+/// Whose media a media event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Visitor,
+    Agent,
+}
+
+/// One entry of `RTCPeerConnection`'s `iceServers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 /// Why a message could not be read.
@@ -105,6 +155,21 @@ pub fn parse_client(text: &str) -> (Option<RequestId>, Result<ClientMessage, Wir
         "request_call",
         "ping",
     ];
+    const MEDIA: &[&str] = &[
+        "media_offer",
+        "ice_candidate",
+        "request_keyframe",
+        "media_failed",
+    ];
+    if MEDIA.contains(&kind.as_str()) {
+        let msg = serde_json::from_value(value)
+            .map(ClientMessage::Media)
+            .map_err(|e| WireError::Invalid {
+                kind,
+                detail: e.to_string(),
+            });
+        return (id, msg);
+    }
     if !KNOWN.contains(&kind.as_str()) {
         return (
             id,
@@ -243,6 +308,35 @@ pub enum ServerMessage {
     },
     /// Answer to `ping`.
     Pong { re: Option<RequestId> },
+    /// Both, after `call_connected`: how to build the peer connection.
+    MediaConfig {
+        call_id: CallId,
+        ice_servers: Vec<IceServer>,
+        ice_transport_policy: &'static str,
+        recording: bool,
+    },
+    /// Answer to `media_offer`.
+    MediaAnswer {
+        re: Option<RequestId>,
+        call_id: CallId,
+        sdp: String,
+    },
+    /// Answer to `request_keyframe`.
+    KeyframeRequested { re: Option<RequestId> },
+    /// Both: `side`'s media is reconnecting (ICE restart attempt `attempt`; 0 = the SFU noticed).
+    MediaReconnecting {
+        call_id: CallId,
+        side: Side,
+        attempt: u8,
+    },
+    /// Both: `side`'s media flows again.
+    MediaReconnected { call_id: CallId, side: Side },
+    /// Both: `side` gave up reconnecting its media.
+    MediaFailed { call_id: CallId, side: Side },
+    /// The SFU lost consent to this client: restart ICE.
+    IceRestartRequest { call_id: CallId },
+    /// Both: the call is being recorded (sent once both sides' media is connected).
+    Recording { call_id: CallId, active: bool },
     /// A request failed; the connection stays open.
     Error {
         #[serde(skip_serializing_if = "Option::is_none")]

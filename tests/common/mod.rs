@@ -37,6 +37,9 @@ pub struct Options {
     pub smtp_url: Option<String>,
     /// Base URL of a fake Stripe API.
     pub stripe_base: Option<String>,
+    /// TURN URLs and shared secret handed to browsers.
+    pub turn_urls: Vec<String>,
+    pub turn_secret: Option<String>,
 }
 
 /// A database URL of its own for one test.
@@ -93,6 +96,16 @@ impl TestServer {
                     seat_price: "price_seat".into(),
                 }),
             plan_max_seats: 50,
+            media: frontdesk::config::MediaConfig {
+                udp: "127.0.0.1:0".parse().expect("loopback address"),
+                public_ips: Vec::new(),
+                turn_urls: opts.turn_urls.clone(),
+                turn_secret: opts
+                    .turn_secret
+                    .clone()
+                    .map(|s| Secret::new(s.into_bytes())),
+                turn_ttl: Duration::from_secs(3600),
+            },
             drain: Duration::from_secs(5),
             billing: frontdesk::billing::BillingConfig {
                 webhook_secrets: opts.webhook_secrets.clone(),

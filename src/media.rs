@@ -1,0 +1,611 @@
+//! The SFU's UDP loop: one thread owns the socket and the [`Sfu`] core, tells it the time and
+//! hands it datagrams; signaling connections reach it over a bounded channel ([`MediaHandle`])
+//! and hear about their call's media over a channel of their own ([`Notice`]).
+//!
+//! A peer is one participant (visitor or agent) of one call. It lives from its first
+//! `media_offer` until the call ends, the same side offers afresh (a reloaded page), its
+//! browser closes the connection, or its media has been down for [`DOWN_LIMIT`].
+
+use crate::config::{MediaConfig, Secret};
+use frontdesk_domain::CallId;
+use frontdesk_sfu::{PeerId, RoomId, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats};
+use frontdesk_signaling::wire::{IceServer, Side};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// A peer whose media stayed down this long is removed.
+pub const DOWN_LIMIT: Duration = Duration::from_secs(90);
+/// Commands the loop may have queued before callers are told it is busy.
+const QUEUE: usize = 1024;
+
+/// What a signaling connection hears about its call's media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    Reconnecting {
+        side: Side,
+        attempt: u8,
+    },
+    Reconnected {
+        side: Side,
+    },
+    Failed {
+        side: Side,
+    },
+    /// The SFU lost consent to this connection's browser: it should restart ICE.
+    RestartRequest,
+    /// Both sides' media is connected (for the first time in this call).
+    BothConnected,
+}
+
+/// Why a media request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error(transparent)]
+    Sfu(#[from] SfuError),
+    #[error("the media server is not running or is overloaded")]
+    Unavailable,
+}
+
+impl MediaError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            MediaError::Sfu(e) => e.code(),
+            MediaError::Unavailable => "media_unavailable",
+        }
+    }
+}
+
+/// Where a connection hears its call's notices.
+pub type NoticeTx = mpsc::Sender<(CallId, Notice)>;
+pub type NoticeRx = mpsc::Receiver<(CallId, Notice)>;
+
+type Reply<T> = oneshot::Sender<Result<T, MediaError>>;
+
+enum Cmd {
+    Offer {
+        call: CallId,
+        side: Side,
+        sdp: String,
+        restart: bool,
+        attempt: u8,
+        reply: Reply<String>,
+    },
+    Candidate {
+        call: CallId,
+        side: Side,
+        candidate: String,
+        reply: Reply<()>,
+    },
+    Keyframe {
+        call: CallId,
+        side: Side,
+        mid: String,
+        reply: Reply<()>,
+    },
+    Failed {
+        call: CallId,
+        side: Side,
+    },
+    /// A connection entered the call: it hears the call's notices from now on.
+    Attach {
+        call: CallId,
+        side: Side,
+        token: u64,
+        notices: NoticeTx,
+    },
+    /// The connection closed: it stops hearing notices (the peer stays: the page may be back).
+    Detach {
+        call: CallId,
+        side: Side,
+        token: u64,
+    },
+    /// The call ended: its peers go.
+    CallOver {
+        call: CallId,
+    },
+}
+
+/// Counters for `/metrics`, written by the loop.
+#[derive(Debug, Default)]
+pub struct MediaMetrics {
+    pub peers: AtomicU64,
+    pub rooms: AtomicU64,
+    pub packets_in: AtomicU64,
+    pub packets_forwarded: AtomicU64,
+    pub bytes_forwarded: AtomicU64,
+    pub datagrams_unmatched: AtomicU64,
+    pub keyframe_requests: AtomicU64,
+}
+
+/// The way into the media loop.
+#[derive(Clone)]
+pub struct MediaHandle {
+    tx: mpsc::Sender<Cmd>,
+    /// The address the SFU's socket is bound to.
+    pub local_addr: SocketAddr,
+    /// The host candidates advertised to browsers.
+    pub candidates: Vec<SocketAddr>,
+    pub metrics: Arc<MediaMetrics>,
+    turn_urls: Vec<String>,
+    turn_secret: Option<Secret>,
+    turn_ttl: Duration,
+    next_token: Arc<AtomicU64>,
+}
+
+impl MediaHandle {
+    /// Binds the socket and starts the loop on a thread of its own.
+    pub fn start(config: &MediaConfig) -> std::io::Result<MediaHandle> {
+        let std_socket = std::net::UdpSocket::bind(config.udp)?;
+        std_socket.set_nonblocking(true)?;
+        let local_addr = std_socket.local_addr()?;
+        let candidates = advertised(config, local_addr);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let metrics = Arc::new(MediaMetrics::default());
+        let sfu = Sfu::new(SfuConfig {
+            candidates: candidates.clone(),
+        });
+        let loop_metrics = metrics.clone();
+        std::thread::Builder::new()
+            .name("frontdesk-media".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a current-thread runtime builds with default settings");
+                rt.block_on(async move {
+                    match tokio::net::UdpSocket::from_std(std_socket) {
+                        Ok(socket) => run(sfu, socket, rx, loop_metrics).await,
+                        Err(e) => tracing::error!(error = %e, "media socket unusable"),
+                    }
+                });
+            })?;
+        tracing::info!(%local_addr, ?candidates, "media (SFU) listening on UDP");
+        Ok(MediaHandle {
+            tx,
+            local_addr,
+            candidates,
+            metrics,
+            turn_urls: config.turn_urls.clone(),
+            turn_secret: config.turn_secret.clone(),
+            turn_ttl: config.turn_ttl,
+            next_token: Arc::new(AtomicU64::new(1)),
+        })
+    }
+
+    /// A token that identifies one signaling connection's attachment.
+    pub fn token(&self) -> u64 {
+        self.next_token.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// ICE servers for one join: the TURN URLs with credentials valid for the configured TTL.
+    pub fn ice_servers(&self, call: CallId, side: Side, now_unix: u64) -> Vec<IceServer> {
+        let Some(secret) = &self.turn_secret else {
+            return Vec::new();
+        };
+        if self.turn_urls.is_empty() {
+            return Vec::new();
+        }
+        let side = match side {
+            Side::Visitor => "v",
+            Side::Agent => "a",
+        };
+        let c = frontdesk_sfu::turn::turn_credential(
+            secret.expose(),
+            &format!("{call}-{side}"),
+            now_unix + self.turn_ttl.as_secs(),
+        );
+        vec![IceServer {
+            urls: self.turn_urls.clone(),
+            username: Some(c.username),
+            credential: Some(c.credential),
+        }]
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, MediaError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(make(reply))
+            .map_err(|_| MediaError::Unavailable)?;
+        rx.await.map_err(|_| MediaError::Unavailable)?
+    }
+
+    pub async fn offer(
+        &self,
+        call: CallId,
+        side: Side,
+        sdp: String,
+        restart: bool,
+        attempt: u8,
+    ) -> Result<String, MediaError> {
+        self.ask(|reply| Cmd::Offer {
+            call,
+            side,
+            sdp,
+            restart,
+            attempt,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn candidate(
+        &self,
+        call: CallId,
+        side: Side,
+        candidate: String,
+    ) -> Result<(), MediaError> {
+        self.ask(|reply| Cmd::Candidate {
+            call,
+            side,
+            candidate,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn keyframe(&self, call: CallId, side: Side, mid: String) -> Result<(), MediaError> {
+        self.ask(|reply| Cmd::Keyframe {
+            call,
+            side,
+            mid,
+            reply,
+        })
+        .await
+    }
+
+    pub fn failed(&self, call: CallId, side: Side) {
+        let _ = self.tx.try_send(Cmd::Failed { call, side });
+    }
+
+    pub fn attach(&self, call: CallId, side: Side, token: u64, notices: NoticeTx) {
+        let _ = self.tx.try_send(Cmd::Attach {
+            call,
+            side,
+            token,
+            notices,
+        });
+    }
+
+    pub fn detach(&self, call: CallId, side: Side, token: u64) {
+        let _ = self.tx.try_send(Cmd::Detach { call, side, token });
+    }
+
+    pub fn call_over(&self, call: CallId) {
+        let _ = self.tx.try_send(Cmd::CallOver { call });
+    }
+}
+
+/// The host candidates: the configured public IPs, else the bound IP, else (bound to every
+/// interface) this host's primary address and loopback.
+fn advertised(config: &MediaConfig, bound: SocketAddr) -> Vec<SocketAddr> {
+    let port = bound.port();
+    let mut ips: Vec<IpAddr> = if !config.public_ips.is_empty() {
+        config.public_ips.clone()
+    } else if !bound.ip().is_unspecified() {
+        vec![bound.ip()]
+    } else {
+        let mut v = Vec::new();
+        if let Some(ip) = primary_ip() {
+            v.push(ip);
+        }
+        v.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        v
+    };
+    ips.dedup();
+    ips.into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect()
+}
+
+/// The address of the interface that routes outward (no packet is sent).
+fn primary_ip() -> Option<IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
+#[derive(Default)]
+struct PeerState {
+    call: Option<CallId>,
+    side: Option<Side>,
+    connected_once: bool,
+    /// Media is down (consent failed) or an ICE restart is under way, since then.
+    down_since: Option<Instant>,
+}
+
+struct Loop {
+    sfu: Sfu,
+    next_peer: u64,
+    by_side: HashMap<(CallId, Side), PeerId>,
+    peers: HashMap<PeerId, PeerState>,
+    listeners: HashMap<(CallId, Side), (u64, NoticeTx)>,
+    /// Calls whose both sides have been connected (the recording badge was sent).
+    both: std::collections::HashSet<CallId>,
+}
+
+impl Loop {
+    fn notify(&self, call: CallId, notice: Notice) {
+        for side in [Side::Visitor, Side::Agent] {
+            if let Some((_, tx)) = self.listeners.get(&(call, side)) {
+                let _ = tx.try_send((call, notice));
+            }
+        }
+    }
+
+    fn notify_side(&self, call: CallId, side: Side, notice: Notice) {
+        if let Some((_, tx)) = self.listeners.get(&(call, side)) {
+            let _ = tx.try_send((call, notice));
+        }
+    }
+
+    fn remove(&mut self, peer: PeerId) {
+        self.sfu.remove_peer(peer);
+        if let Some(st) = self.peers.remove(&peer) {
+            if let (Some(call), Some(side)) = (st.call, st.side) {
+                if self.by_side.get(&(call, side)) == Some(&peer) {
+                    self.by_side.remove(&(call, side));
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Cmd) {
+        let now = Instant::now();
+        match cmd {
+            Cmd::Offer {
+                call,
+                side,
+                sdp,
+                restart,
+                attempt,
+                reply,
+            } => {
+                let existing = self.by_side.get(&(call, side)).copied();
+                // A fresh offer from a side that already has a peer is a new page: replace it.
+                if let (Some(old), false) = (existing, restart) {
+                    self.remove(old);
+                }
+                let peer = match (existing, restart) {
+                    (Some(p), true) => p,
+                    _ => {
+                        self.next_peer += 1;
+                        PeerId(self.next_peer)
+                    }
+                };
+                let result = self.sfu.offer(now, RoomId(call.0.as_u128()), peer, &sdp);
+                if result.is_ok() {
+                    self.by_side.insert((call, side), peer);
+                    let st = self.peers.entry(peer).or_default();
+                    st.call = Some(call);
+                    st.side = Some(side);
+                    if restart {
+                        st.down_since.get_or_insert(now);
+                        tracing::info!(%call, ?side, attempt, "ICE restart");
+                        self.notify(call, Notice::Reconnecting { side, attempt });
+                    }
+                }
+                let _ = reply.send(result.map_err(MediaError::from));
+            }
+            Cmd::Candidate {
+                call,
+                side,
+                candidate,
+                reply,
+            } => {
+                let r = match self.by_side.get(&(call, side)) {
+                    Some(&p) => self.sfu.add_candidate(p, &candidate),
+                    None => Err(SfuError::InvalidCandidate(
+                        "no media_offer yet for this call".into(),
+                    )),
+                };
+                let _ = reply.send(r.map_err(MediaError::from));
+            }
+            Cmd::Keyframe {
+                call,
+                side,
+                mid,
+                reply,
+            } => {
+                let r = match self.by_side.get(&(call, side)) {
+                    Some(&p) => self.sfu.request_keyframe(now, p, &mid),
+                    None => Err(SfuError::UnknownTrack(mid.chars().take(16).collect())),
+                };
+                let _ = reply.send(r.map_err(MediaError::from));
+            }
+            Cmd::Failed { call, side } => {
+                tracing::warn!(%call, ?side, "client gave up restarting ICE");
+                self.notify(call, Notice::Failed { side });
+            }
+            Cmd::Attach {
+                call,
+                side,
+                token,
+                notices,
+            } => {
+                self.listeners.insert((call, side), (token, notices));
+            }
+            Cmd::Detach { call, side, token } => {
+                if self
+                    .listeners
+                    .get(&(call, side))
+                    .is_some_and(|(t, _)| *t == token)
+                {
+                    self.listeners.remove(&(call, side));
+                }
+            }
+            Cmd::CallOver { call } => {
+                for side in [Side::Visitor, Side::Agent] {
+                    self.listeners.remove(&(call, side));
+                    if let Some(p) = self.by_side.get(&(call, side)).copied() {
+                        self.remove(p);
+                    }
+                }
+                self.both.remove(&call);
+            }
+        }
+    }
+
+    fn event(&mut self, e: SfuEvent) {
+        let now = Instant::now();
+        match e {
+            SfuEvent::Connected(p) => {
+                let Some(st) = self.peers.get_mut(&p) else {
+                    return;
+                };
+                let (Some(call), Some(side)) = (st.call, st.side) else {
+                    return;
+                };
+                let was_down = st.down_since.take().is_some();
+                st.connected_once = true;
+                if was_down {
+                    tracing::info!(%call, ?side, "media reconnected");
+                    self.notify(call, Notice::Reconnected { side });
+                }
+                let other = match side {
+                    Side::Visitor => Side::Agent,
+                    Side::Agent => Side::Visitor,
+                };
+                let other_up = self
+                    .by_side
+                    .get(&(call, other))
+                    .and_then(|o| self.peers.get(o))
+                    .is_some_and(|o| o.connected_once);
+                if other_up && self.both.insert(call) {
+                    self.notify(call, Notice::BothConnected);
+                }
+            }
+            SfuEvent::Disconnected(p) => {
+                let Some(st) = self.peers.get_mut(&p) else {
+                    return;
+                };
+                let (Some(call), Some(side)) = (st.call, st.side) else {
+                    return;
+                };
+                st.down_since.get_or_insert(now);
+                tracing::info!(%call, ?side, "media consent failed; asking for an ICE restart");
+                self.notify(call, Notice::Reconnecting { side, attempt: 0 });
+                self.notify_side(call, side, Notice::RestartRequest);
+            }
+            SfuEvent::Closed(p) => {
+                // The core already dropped it.
+                if let Some(st) = self.peers.remove(&p) {
+                    if let (Some(call), Some(side)) = (st.call, st.side) {
+                        if self.by_side.get(&(call, side)) == Some(&p) {
+                            self.by_side.remove(&(call, side));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes peers whose media stayed down too long.
+    fn sweep(&mut self, now: Instant) {
+        let stale: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, st)| {
+                st.down_since
+                    .is_some_and(|t| now.saturating_duration_since(t) > DOWN_LIMIT)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for p in stale {
+            tracing::info!(peer = p.0, "removing a peer whose media stayed down");
+            self.remove(p);
+        }
+    }
+
+    fn publish(&self, m: &MediaMetrics) {
+        let SfuStats {
+            peers,
+            rooms,
+            packets_in,
+            packets_forwarded,
+            bytes_forwarded,
+            datagrams_unmatched,
+            keyframe_requests,
+        } = self.sfu.stats();
+        m.peers.store(peers as u64, Ordering::Relaxed);
+        m.rooms.store(rooms as u64, Ordering::Relaxed);
+        m.packets_in.store(packets_in, Ordering::Relaxed);
+        m.packets_forwarded
+            .store(packets_forwarded, Ordering::Relaxed);
+        m.bytes_forwarded.store(bytes_forwarded, Ordering::Relaxed);
+        m.datagrams_unmatched
+            .store(datagrams_unmatched, Ordering::Relaxed);
+        m.keyframe_requests
+            .store(keyframe_requests, Ordering::Relaxed);
+    }
+}
+
+async fn run(
+    sfu: Sfu,
+    socket: tokio::net::UdpSocket,
+    mut rx: mpsc::Receiver<Cmd>,
+    metrics: Arc<MediaMetrics>,
+) {
+    let local = match socket.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "media socket has no address");
+            return;
+        }
+    };
+    let mut lp = Loop {
+        sfu,
+        next_peer: 0,
+        by_side: HashMap::new(),
+        peers: HashMap::new(),
+        listeners: HashMap::new(),
+        both: Default::default(),
+    };
+    let mut buf = vec![0u8; 2048];
+    let mut last_sweep = Instant::now();
+    loop {
+        let deadline = lp
+            .sfu
+            .next_deadline()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
+            .min(Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok((n, source)) => {
+                    lp.sfu.receive(
+                        Instant::now(),
+                        frontdesk_sfu::Protocol::Udp,
+                        source,
+                        local,
+                        &buf[..n],
+                    );
+                }
+                Err(e) => tracing::debug!(error = %e, "media recv failed"),
+            },
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => lp.command(cmd),
+                None => return,
+            },
+            () = tokio::time::sleep_until(deadline.into()) => {}
+        }
+        let now = Instant::now();
+        lp.sfu.timeout(now);
+        while let Some(t) = lp.sfu.poll_transmit() {
+            if let Err(e) = socket.send_to(&t.contents, t.destination).await {
+                tracing::debug!(error = %e, to = %t.destination, "media send failed");
+            }
+        }
+        while let Some(e) = lp.sfu.poll_event() {
+            lp.event(e);
+        }
+        if now.saturating_duration_since(last_sweep) >= Duration::from_secs(1) {
+            last_sweep = now;
+            lp.sweep(now);
+            lp.publish(&metrics);
+        }
+    }
+}
