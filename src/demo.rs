@@ -16,7 +16,8 @@ pub struct Demo {
     pub users: Vec<(String, Role, String)>,
 }
 
-/// Creates the demo org unless this database already has it.
+/// Creates the demo org unless this database already has it, and makes its widget key the one
+/// `/demo` shows when the URL names none.
 pub async fn seed(store: &Store, now: i64) -> Result<Demo, StoreError> {
     let candidate = OrgId::new().to_string();
     let recorded = store.server_secret(DEMO_ORG_KEY, &candidate, now).await?;
@@ -44,6 +45,7 @@ pub async fn seed(store: &Store, now: i64) -> Result<Demo, StoreError> {
             .find(|k| k.revoked_at_ms.is_none())
             .map(|k| k.key)
             .unwrap_or_default();
+        crate::web::set_demo_widget_key(&widget_key);
         return Ok(Demo {
             org_id,
             widget_key,
@@ -116,6 +118,7 @@ pub async fn seed(store: &Store, now: i64) -> Result<Demo, StoreError> {
             )
             .await?;
     }
+    crate::web::set_demo_widget_key(&created.widget_key);
     Ok(Demo {
         org_id,
         widget_key: created.widget_key,
@@ -144,6 +147,7 @@ pub fn banner(
         Some(secret) => {
             let _ = writeln!(out, "Agent tokens (valid 24 h):");
             let mut admin_token = String::new();
+            let mut sign_in = String::new();
             for (user, role, name) in &demo.users {
                 let t = crate::auth::mint_agent_token(
                     secret,
@@ -156,10 +160,22 @@ pub fn banner(
                     86_400,
                 );
                 let _ = writeln!(out, "  {name:<12} {role:<6} {t}");
+                let _ = writeln!(sign_in, "    {name:<12} {base}/agent/login#token={t}");
                 if *role == Role::Admin {
                     admin_token = t;
                 }
             }
+            let _ = writeln!(out, "\nIn a browser:");
+            let _ = writeln!(
+                out,
+                "  Visitor page   {base}/demo?key={}  (the Acme Shop with the widget)",
+                demo.widget_key
+            );
+            let _ = writeln!(
+                out,
+                "  Agent console  {base}/agent; one-click sign-in for each user:"
+            );
+            out.push_str(&sign_in);
             let _ = writeln!(out, "\nTry the admin API:");
             let _ = writeln!(
                 out,
@@ -170,6 +186,11 @@ pub fn banner(
             let _ = writeln!(
                 out,
                 "Agent tokens come from your identity provider (a JWKS is configured)."
+            );
+            let _ = writeln!(
+                out,
+                "\nIn a browser: Visitor page {base}/demo?key={}  Agent console {base}/agent/login",
+                demo.widget_key
             );
         }
     }
