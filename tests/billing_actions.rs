@@ -228,15 +228,7 @@ async fn a_seat_change_the_database_refuses_is_reverted_at_stripe_and_a_failed_r
         )
         .await;
     assert_eq!(st, 500);
-    let metrics = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("frontdesk_stripe_revert_failures_total 1"),
         "{metrics}"

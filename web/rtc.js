@@ -11,10 +11,11 @@ const PROBE_TIMEOUT_MS = 5000;
 const FINAL_CLOSE_CODES = new Set([1008, 4001, 4002]);
 
 // Media recovery (protocol.md, "media_reconnecting"): a connection `disconnected` for 2 s, or
-// `failed`, is restarted; attempt n waits RESTART_DELAYS_MS[n-1] first, and counts as failed
+// `failed`, is restarted: attempt 1 at once (the 2 s grace was the wait), attempts 2 and 3
+// after RESTART_DELAYS_MS[n-1]; an attempt counts as failed
 // when the connection is not back ATTEMPT_TIMEOUT_MS after its offer (or the offer is refused).
 const DISCONNECTED_GRACE_MS = 2000;
-const RESTART_DELAYS_MS = [1000, 2000, 4000];
+const RESTART_DELAYS_MS = [0, 1000, 2000];
 const ATTEMPT_TIMEOUT_MS = 5000;
 
 /** The `/v1/signal` URL of a server whose HTTP base is `base` (e.g. `http://host:8080`). */

@@ -280,6 +280,25 @@ impl Sfu {
             }
         };
         let answer = answer.to_sdp_string();
+        // Learn the m-lines now (str0m announces them as events only once connected), so that
+        // requests naming a track work from the answer on.
+        if let Some(p) = self.peers[slot].as_mut() {
+            for mid in answer.lines().filter_map(|l| l.strip_prefix("a=mid:")) {
+                let mid = Mid::from(mid.trim());
+                let media = p.rtc.media(mid).map(|m| (m.kind(), m.direction()));
+                if let Some((kind, dir)) = media {
+                    p.add_media(mid, kind, dir);
+                }
+            }
+        }
+        if !fresh {
+            // A renegotiation (an ICE restart): the peer counts as connected again only when
+            // media or a nominated pair proves the new path, so that the caller hears
+            // `Connected` after every restart, also one over a path that never broke.
+            if let Some(p) = self.peers[slot].as_mut() {
+                p.media_up = false;
+            }
+        }
         if !has_usable_media(&answer) {
             if fresh {
                 self.remove_slot(slot);

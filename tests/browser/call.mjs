@@ -12,6 +12,9 @@
 //              flows again is measured | "path": after the line {"phase":"flowing"}, whoever runs
 //              this changes the network path; the stall and the recovery are measured
 //   seconds    how long media is measured (default 5)
+//   external_visitor  only the agent console runs here: after {"phase":"agent_ready"} another
+//              program (tests/peers/aiortc_visitor.py) places the call; the console accepts it,
+//              measures the video and audio it receives, and waits for the visitor to end it
 //
 // Prints one JSON line per side and a final {"ok": true|false, ...}; exits 1 when not ok.
 
@@ -53,6 +56,7 @@ function readConfig(arg) {
     turn: c.turn ?? null,
     restart,
     seconds: Number(c.seconds ?? 5),
+    externalVisitor: c.external_visitor === true,
   };
 }
 
@@ -146,6 +150,12 @@ async function main() {
     await presence.selectOption('available', { timeout: 5000 });
     await waitFor('presence available', async () => (await agent.locator('#fd-presence-state').getAttribute('data-presence')) === 'available', 10000);
 
+    if (cfg.externalVisitor) {
+      await visitor.close();
+      delete pages.visitor;
+      return await agentOnly(cfg, agent, figures, problems, first, second, pages, browser);
+    }
+
     step = 'visitor calls';
     await visitor.goto(`${cfg.base}/demo?key=${encodeURIComponent(cfg.widgetKey)}`);
     await visitor.locator('[data-testid=fd-open]').click();
@@ -230,6 +240,45 @@ async function main() {
   return ok;
 }
 
+/** The agent console takes a call from a visitor that another program plays. */
+async function agentOnly(cfg, agent, figures, problems, first, second, pages, browser) {
+  let step = 'agent_ready';
+  try {
+    out({ phase: 'agent_ready' });
+    step = 'agent accepts';
+    await agent.locator('[data-testid=fd-ring]').waitFor({ state: 'visible', timeout: 60000 });
+    await agent.locator('[data-testid=fd-accept]').click();
+    step = 'media flows';
+    await waitFor('video decoded and audio received', async () => {
+      const s = await sample(agent);
+      return s && s.framesDecoded > 0 && s.audioPacketsReceived > 0;
+    }, 20000);
+    first.agent = await sample(agent);
+    await sleep(cfg.seconds * 1000);
+    second.agent = await sample(agent);
+    if (!(second.agent.framesDecoded > first.agent.framesDecoded)) problems.push('agent: video stopped');
+    if (!(second.agent.audioPacketsReceived > first.agent.audioPacketsReceived)) problems.push('agent: audio stopped');
+    figures.fps = { agent: rate(first.agent, second.agent, 'framesDecoded') };
+    step = 'the visitor ends the call';
+    await waitFor('call_ended', () => hasEvent(agent, 'call_ended'), 60000);
+  } catch (e) {
+    problems.push(`${step}: ${e.message.split('\n')[0]}`);
+  }
+  const at = (field) => [first.agent?.[field] ?? null, second.agent?.[field] ?? null];
+  out({
+    side: 'agent',
+    framesDecoded: at('framesDecoded'),
+    audioPacketsReceived: at('audioPacketsReceived'),
+    candidate: second.agent?.candidate ?? null,
+    events: (await events(agent).catch(() => [])).map((e) => e.type),
+  });
+  await browser.close().catch(() => {});
+  const ok = problems.length === 0;
+  out({ ok, ...figures, ...(ok ? {} : { failed_at: step, problems }) });
+  void pages;
+  return ok;
+}
+
 async function endCall(page) {
   if (!page) return;
   const end = page.locator('[data-testid=fd-end]');
@@ -306,7 +355,12 @@ async function pathChange(agent, visitor, seconds) {
   for (const [side, page] of [['agent', agent], ['visitor', visitor]]) {
     restarts[side] = await page.evaluate(() => {
       const r = window.__frontdesk.media.lastRestart;
-      return r && { reason: r.reason, attempt: r.attempt, connected: r.connectedAt !== undefined };
+      return r && {
+        reason: r.reason,
+        attempt: r.attempt,
+        connected: r.connectedAt !== undefined,
+        restart_to_connected_ms: r.connectedAt !== undefined ? Math.round(r.connectedAt - r.requestedAt) : null,
+      };
     });
   }
   return { outage_ms: recovered - stalledSince, restarts };

@@ -181,6 +181,46 @@ impl TestServer {
         }
     }
 
+    /// An org (see [`TestServer::org`]) with one agent, `user`, in its default pool; returns
+    /// the org and the agent's token.
+    pub async fn org_with_agent(&self, name: &str, user: &str, display: &str) -> (TestOrg, String) {
+        let org = self.org(name, 5).await;
+        let (st, body) = self
+            .send(
+                reqwest::Method::POST,
+                "/v1/agents",
+                &org.admin_token,
+                Some(serde_json::json!({
+                    "user_id": user, "email": format!("{user}@example.com"), "display_name": display,
+                    "pools": [{"pool_id": org.created.default_pool.to_string(), "tier": 1}]})),
+            )
+            .await;
+        assert_eq!(st, 201, "{body}");
+        let token = hs256(user, org.id(), Role::Agent);
+        (org, token)
+    }
+
+    /// The text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        r.text().await.expect("metrics body")
+    }
+
+    /// One unlabelled value from `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let body = self.metrics().await;
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+            .parse()
+            .expect("a number")
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> (u16, serde_json::Value) {
         let r = self
             .http

@@ -1,0 +1,438 @@
+//! Real browsers on both ends of a call: headless Chromium (Debian's `chromium`, fake camera and
+//! microphone) driven by Playwright through `tests/browser/call.mjs`, the visitor on the demo
+//! page's widget and the agent in the console, media through the SFU. Also through a real
+//! coturn (relay only, good and bad credentials), across ICE restarts, and with aiortc as an
+//! independent WebRTC implementation publishing to Chromium.
+//!
+//! `./scripts/test` installs chromium, coturn, the harness's node modules and aiortc.
+
+mod common;
+
+use common::{hs256, Options, TestServer};
+use frontdesk_domain::Role;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// One browser call at a time: two Chromiums and the server share two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const TURN_SECRET: &str = "coturn-shared-secret-for-tests";
+
+struct Site {
+    s: TestServer,
+    key: String,
+    agent_token: String,
+    admin_token: String,
+}
+
+async fn site(opts: Options) -> Site {
+    let s = TestServer::start_with(opts).await;
+    let org = s.org("browsers", 5).await;
+    let (st, body) = s
+        .send(
+            Method::POST,
+            "/v1/agents",
+            &org.admin_token,
+            Some(
+                json!({"user_id": "b1", "email": "b1@example.com", "display_name": "Sam Support",
+                        "pools": [{"pool_id": org.created.default_pool.to_string(), "tier": 1}]}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 201, "{body}");
+    Site {
+        key: org.created.widget_key.clone(),
+        agent_token: hs256("b1", org.id(), Role::Agent),
+        admin_token: org.admin_token.clone(),
+        s,
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Starts the harness with `cfg`; its JSON lines arrive on the returned reader.
+fn harness(
+    cfg: &Value,
+) -> (
+    Child,
+    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) {
+    let dir = repo().join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "run `npm ci` in tests/browser (./scripts/test does it)"
+    );
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "install Debian's chromium (./scripts/test does it)"
+    );
+    let mut child = Command::new("node")
+        .arg(dir.join("call.mjs"))
+        .arg(cfg.to_string())
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs");
+    let lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    (child, lines)
+}
+
+/// Runs the harness to its end; returns the final line and the per-side lines.
+async fn call(cfg: Value) -> (Value, Vec<Value>) {
+    let (mut child, mut lines) = harness(&cfg);
+    let mut all = Vec::new();
+    while let Ok(Some(l)) = tokio::time::timeout(Duration::from_secs(180), lines.next_line())
+        .await
+        .expect("the harness answers within 3 minutes")
+    {
+        println!("{l}");
+        if let Ok(v) = serde_json::from_str::<Value>(&l) {
+            all.push(v);
+        }
+    }
+    let _ = child.wait().await;
+    let last = all.pop().expect("a final line");
+    (last, all)
+}
+
+fn config(site: &Site, extra: Value) -> Value {
+    let mut cfg = json!({
+        "base_url": site.s.base,
+        "agent_token": site.agent_token,
+        "widget_key": site.key,
+        "seconds": 3,
+    });
+    for (k, v) in extra.as_object().expect("object") {
+        cfg[k] = v.clone();
+    }
+    cfg
+}
+
+fn side<'a>(lines: &'a [Value], name: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["side"] == name)
+        .unwrap_or_else(|| panic!("no line for {name}: {lines:?}"))
+}
+
+/// framesDecoded / audioPacketsReceived grew between the harness's two samples.
+fn grew(line: &Value, field: &str) -> bool {
+    let v = &line[field];
+    v[1].as_u64().unwrap_or(0) > v[0].as_u64().unwrap_or(u64::MAX)
+}
+
+#[tokio::test]
+async fn visitor_and_agent_see_and_hear_each_other_through_the_sfu() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let site = site(Options::default()).await;
+    let (last, lines) = call(config(&site, json!({}))).await;
+    assert_eq!(last["ok"], true, "{last}");
+    for name in ["agent", "visitor"] {
+        let l = side(&lines, name);
+        assert!(grew(l, "framesDecoded"), "{name}: {l}");
+        assert!(grew(l, "audioPacketsReceived"), "{name}: {l}");
+        // The media went to the SFU's socket, not browser to browser.
+        let port = site.s.state.media.local_addr.port();
+        assert_eq!(l["candidate"]["remote"]["port"], port, "{l}");
+        let events: Vec<&str> = l["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap())
+            .collect();
+        assert!(events.contains(&"media_config") && events.contains(&"media_answer"));
+        assert!(!events.contains(&"recording"), "the org does not record");
+    }
+    assert_eq!(last["countdown_s"], 15);
+    assert!(
+        site.s
+            .state
+            .media
+            .metrics
+            .packets_forwarded
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+}
+
+#[tokio::test]
+async fn recording_orgs_show_the_badge_once_both_sides_are_connected() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let site = site(Options::default()).await;
+    let (st, body) = site
+        .s
+        .send(
+            Method::PATCH,
+            "/v1/org/settings",
+            &site.admin_token,
+            Some(json!({"recording_enabled": true})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let (last, lines) = call(config(&site, json!({}))).await;
+    assert_eq!(last["ok"], true, "{last}");
+    for name in ["agent", "visitor"] {
+        let events = side(&lines, name)["events"].to_string();
+        assert!(events.contains("\"recording\""), "{name}: {events}");
+    }
+}
+
+#[tokio::test]
+async fn a_forced_ice_restart_resumes_video_and_both_sides_hear_of_it() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let site = site(Options::default()).await;
+    let (last, lines) = call(config(&site, json!({"restart": "page"}))).await;
+    assert_eq!(last["ok"], true, "{last}");
+    assert!(last["restart_ms"].as_u64().unwrap() < 5000, "{last}");
+    for name in ["agent", "visitor"] {
+        let events = side(&lines, name)["events"].to_string();
+        assert!(
+            events.contains("media_reconnecting") && events.contains("media_reconnected"),
+            "{name}: {events}"
+        );
+    }
+}
+
+/// A coturn on loopback with `use-auth-secret`, killed when dropped.
+struct Coturn {
+    child: Child,
+    port: u16,
+    args: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    // A UDP and TCP port both free at the time of asking.
+    loop {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl Coturn {
+    async fn start() -> Coturn {
+        let port = free_port();
+        let relay_min = 40_000 + (port % 200) * 100;
+        let args: Vec<String> = [
+            "-n".to_owned(),
+            "--listening-ip=127.0.0.1".into(),
+            "--relay-ip=127.0.0.1".into(),
+            format!("--listening-port={port}"),
+            "--use-auth-secret".into(),
+            format!("--static-auth-secret={TURN_SECRET}"),
+            "--realm=frontdesk.test".into(),
+            "--allow-loopback-peers".into(),
+            "--no-cli".into(),
+            "--no-tls".into(),
+            "--no-dtls".into(),
+            format!("--min-port={relay_min}"),
+            format!("--max-port={}", relay_min + 99),
+            "--log-file=stdout".into(),
+            "--simple-log".into(),
+        ]
+        .into();
+        let mut c = Coturn {
+            child: Self::spawn(&args),
+            port,
+            args,
+        };
+        c.wait_ready().await;
+        c
+    }
+
+    fn spawn(args: &[String]) -> Child {
+        Command::new("turnserver")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("turnserver (Debian's coturn) runs")
+    }
+
+    /// Until coturn answers a STUN binding request.
+    async fn wait_ready(&mut self) {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+        req.extend_from_slice(b"frontdesk-tx");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buf = [0u8; 512];
+        while Instant::now() < deadline {
+            let _ = sock.send_to(&req, ("127.0.0.1", self.port)).await;
+            if let Ok(Ok((n, _))) =
+                tokio::time::timeout(Duration::from_millis(200), sock.recv_from(&mut buf)).await
+            {
+                if n >= 20 && buf[0..2] == [0x01, 0x01] {
+                    return;
+                }
+            }
+        }
+        panic!("coturn did not answer on 127.0.0.1:{}", self.port);
+    }
+
+    async fn stop(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    async fn restart(&mut self) {
+        self.child = Self::spawn(&self.args);
+        self.wait_ready().await;
+    }
+}
+
+async fn relay_site(turn: &Coturn) -> Site {
+    site(Options {
+        turn_urls: vec![
+            format!("turn:127.0.0.1:{}?transport=udp", turn.port),
+            format!("turn:127.0.0.1:{}?transport=tcp", turn.port),
+        ],
+        turn_secret: Some(TURN_SECRET.into()),
+        ..Options::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn relay_only_calls_flow_through_coturn_with_the_servers_credentials() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let turn = Coturn::start().await;
+    let site = relay_site(&turn).await;
+    let (last, lines) = call(config(&site, json!({"relay": true}))).await;
+    assert_eq!(last["ok"], true, "{last}");
+    for name in ["agent", "visitor"] {
+        let l = side(&lines, name);
+        assert_eq!(l["candidate"]["local"]["type"], "relay", "{name}: {l}");
+        assert!(grew(l, "framesDecoded"), "{name}: {l}");
+    }
+}
+
+#[tokio::test]
+async fn coturn_refuses_wrong_credentials_so_a_relay_only_call_gets_no_media() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let turn = Coturn::start().await;
+    let site = relay_site(&turn).await;
+    let wrong =
+        frontdesk_sfu::turn::turn_credential(b"not-the-secret-at-all", "x", common::now_s() + 600);
+    let (last, _) = call(config(
+        &site,
+        json!({"relay": true, "turn": {
+            "urls": [format!("turn:127.0.0.1:{}?transport=udp", turn.port)],
+            "username": wrong.username, "credential": wrong.credential}}),
+    ))
+    .await;
+    assert_eq!(last["ok"], false, "{last}");
+    assert_eq!(last["failed_at"], "media connects", "{last}");
+}
+
+#[tokio::test]
+async fn breaking_the_path_mid_call_restarts_ice_and_video_resumes() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut turn = Coturn::start().await;
+    let site = relay_site(&turn).await;
+    let (mut child, mut lines) = harness(&config(
+        &site,
+        json!({"relay": true, "restart": "path", "seconds": 3}),
+    ));
+    let mut all = Vec::new();
+    let mut broken_for = None;
+    while let Ok(Some(l)) = tokio::time::timeout(Duration::from_secs(180), lines.next_line())
+        .await
+        .expect("the harness answers")
+    {
+        println!("{l}");
+        let v: Value = serde_json::from_str(&l).unwrap_or(Value::Null);
+        if v["phase"] == "flowing" {
+            // Every relayed packet goes through coturn: stop it, then bring it back empty (its
+            // allocations are gone, so the browsers must restart ICE to get new ones).
+            let t = Instant::now();
+            turn.stop().await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            turn.restart().await;
+            broken_for = Some(t.elapsed());
+        }
+        all.push(v);
+    }
+    let _ = child.wait().await;
+    let last = all.pop().unwrap();
+    assert_eq!(last["ok"], true, "{last}");
+    let outage = Duration::from_millis(last["outage_ms"].as_u64().unwrap());
+    let broken_for = broken_for.expect("the path was broken");
+    println!(
+        "path broken for {broken_for:?}; video stalled for {outage:?}; {}",
+        last["restarts"]
+    );
+    // The browsers notice a dead path by their consent checks (several seconds), restart ICE
+    // within 2 s of that, and the restart itself completes in well under 5 s.
+    assert!(
+        outage < broken_for + Duration::from_secs(12),
+        "video stalled {outage:?} for a path broken {broken_for:?}"
+    );
+    for name in ["agent", "visitor"] {
+        let events = side(&all, name)["events"].to_string();
+        assert!(events.contains("media_reconnecting"), "{name}: {events}");
+        let r = &last["restarts"][name];
+        assert_eq!(r["connected"], true, "{name}: {r}");
+        assert!(
+            r["restart_to_connected_ms"].as_u64().unwrap() < 5000,
+            "{name}: {r}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_aiortc_visitor_publishes_through_the_sfu_and_chromium_decodes_it() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let site = site(Options::default()).await;
+    let python = std::env::var("FRONTDESK_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let (mut child, mut lines) = harness(&config(
+        &site,
+        json!({"external_visitor": true, "seconds": 3}),
+    ));
+    let mut all = Vec::new();
+    while let Ok(Some(l)) = tokio::time::timeout(Duration::from_secs(180), lines.next_line())
+        .await
+        .expect("the harness answers")
+    {
+        println!("{l}");
+        let v: Value = serde_json::from_str(&l).unwrap_or(Value::Null);
+        if v["phase"] == "agent_ready" {
+            let cfg = json!({"base_url": site.s.base, "widget_key": site.key, "seconds": 8});
+            // The peer runs while the console measures.
+            let out = Command::new(&python)
+                .arg(repo().join("tests/peers/aiortc_visitor.py"))
+                .arg(cfg.to_string())
+                .kill_on_drop(true)
+                .output()
+                .await
+                .expect("aiortc peer runs");
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            println!("aiortc: {text}");
+            assert!(
+                out.status.success(),
+                "aiortc peer failed ({python}; set FRONTDESK_TEST_PYTHON to a python with \
+                 aiortc, as ./scripts/test does): {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let last: Value = serde_json::from_str(text.lines().last().unwrap_or("{}")).unwrap();
+            assert!(last["frames_sent"].as_u64().unwrap() > 100, "{last}");
+        }
+        all.push(v);
+    }
+    let _ = child.wait().await;
+    let last = all.pop().unwrap();
+    assert_eq!(last["ok"], true, "{last}");
+    let agent = side(&all, "agent");
+    assert!(grew(agent, "framesDecoded"), "{agent}");
+    assert!(grew(agent, "audioPacketsReceived"), "{agent}");
+}

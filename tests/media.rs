@@ -1,0 +1,348 @@
+//! The media half of the signaling protocol through real WebSocket clients: media_config, typed
+//! errors for bad SDP, candidates and track ids, TURN credentials, and cleanup of peers that
+//! vanish (1,000 join/leave cycles, measured).
+
+mod common;
+
+use common::ws::Ws;
+use common::{hs256, Options, TestServer};
+use frontdesk_domain::Role;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::time::Instant;
+use str0m::media::{Direction, MediaKind};
+use str0m::{Candidate, Rtc};
+
+/// A browser-like offer: one audio and one video m-line, sendrecv.
+fn offer() -> String {
+    let mut rtc = Rtc::builder().build(Instant::now());
+    rtc.add_local_candidate(Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+    api.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
+    let (offer, _) = api.apply().unwrap();
+    offer.to_sdp_string()
+}
+
+struct Call {
+    s: TestServer,
+    key: String,
+    agent_token: String,
+    agent: Ws,
+    /// Cycles run by [`cycle`].
+    cycles: usize,
+}
+
+async fn setup(opts: Options) -> Call {
+    let s = TestServer::start_with(opts).await;
+    let org = s.org("media", 5).await;
+    let (st, body) = s
+        .send(
+            Method::POST,
+            "/v1/agents",
+            &org.admin_token,
+            Some(
+                json!({"user_id": "m1", "email": "m1@example.com", "display_name": "Mo",
+                        "pools": [{"pool_id": org.created.default_pool.to_string(), "tier": 1}]}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 201, "{body}");
+    let agent_token = hs256("m1", org.id(), Role::Agent);
+    let (mut agent, _) = Ws::agent(&s.base, &agent_token).await;
+    agent.available().await;
+    Call {
+        key: org.created.widget_key.clone(),
+        s,
+        agent_token,
+        agent,
+        cycles: 0,
+    }
+}
+
+impl Call {
+    /// A visitor in a connected call; returns it, the call id and both media_config messages.
+    async fn connect(&mut self) -> (Ws, String, Value, Value) {
+        let (mut v, _) = Ws::visitor(&self.s.base, &self.key, "https://shop.example/").await;
+        v.request(json!({"type": "request_call"})).await;
+        let ring = self.agent.wait_type("ring").await;
+        let call = ring["call_id"].as_str().unwrap().to_owned();
+        let r = self
+            .agent
+            .request(json!({"type": "accept", "call_id": call}))
+            .await;
+        assert_eq!(r["type"], "call_connected", "{r}");
+        let agent_cfg = self.agent.wait_type("media_config").await;
+        v.wait_type("call_connected").await;
+        let visitor_cfg = v.wait_type("media_config").await;
+        (v, call, visitor_cfg, agent_cfg)
+    }
+}
+
+fn code(m: &Value) -> &str {
+    assert_eq!(m["type"], "error", "{m}");
+    m["code"].as_str().unwrap()
+}
+
+#[tokio::test]
+async fn media_config_arrives_on_connect_and_offers_are_answered() {
+    let mut c = setup(Options::default()).await;
+    let (mut v, call, vcfg, acfg) = c.connect().await;
+    for cfg in [&vcfg, &acfg] {
+        assert_eq!(cfg["call_id"], call.as_str());
+        assert_eq!(cfg["ice_servers"], json!([]));
+        assert_eq!(cfg["ice_transport_policy"], "all");
+        assert_eq!(cfg["recording"], false);
+    }
+    let a = v
+        .request(json!({"type": "media_offer", "call_id": call, "sdp": offer()}))
+        .await;
+    assert_eq!(a["type"], "media_answer", "{a}");
+    let sdp = a["sdp"].as_str().unwrap();
+    assert!(
+        sdp.contains("a=candidate:") && sdp.contains("127.0.0.1"),
+        "{sdp}"
+    );
+    assert!(sdp.contains("a=fingerprint:"));
+    // The server's candidate is its real UDP port.
+    let port = c.s.state.media.local_addr.port().to_string();
+    assert!(sdp.contains(&format!(" {port} typ host")), "{sdp}");
+    // Trickled candidates are taken; an empty one (end of candidates) too.
+    v.send(json!({"type": "ice_candidate", "call_id": call,
+                  "candidate": "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host", "sdp_mid": "0"}))
+        .await;
+    v.send(json!({"type": "ice_candidate", "call_id": call, "candidate": ""}))
+        .await;
+    v.assert_none(|m| m["type"] == "error").await;
+}
+
+#[tokio::test]
+async fn bad_sdp_bad_candidates_and_unknown_tracks_get_typed_errors() {
+    let mut c = setup(Options::default()).await;
+    let (mut v, call, _, _) = c.connect().await;
+    let other = frontdesk_domain::CallId::new().to_string();
+    // Not this connection's call.
+    let r = v
+        .request(json!({"type": "media_offer", "call_id": other, "sdp": offer()}))
+        .await;
+    assert_eq!(code(&r), "not_in_call");
+    // Candidates before any offer.
+    let r = v
+        .request(json!({"type": "ice_candidate", "call_id": call,
+                        "candidate": "candidate:1 1 udp 1 127.0.0.1 5 typ host"}))
+        .await;
+    assert_eq!(code(&r), "invalid_candidate");
+    for sdp in [
+        json!(""),
+        json!("v=0\r\n"),
+        json!("m=video 9 UDP/TLS/RTP/SAVPF 96\r\n"),
+        json!(offer().replace("a=fingerprint:", "a=x-fingerprint:")),
+        json!(offer()
+            .replace("m=audio", "m=text")
+            .replace("m=video", "m=text")),
+        json!("x".repeat(40_000)),
+    ] {
+        let r = v
+            .request(json!({"type": "media_offer", "call_id": call, "sdp": sdp}))
+            .await;
+        assert_eq!(code(&r), "invalid_sdp", "{r}");
+    }
+    // Wrong shapes are refused before the SFU sees them.
+    let r = v
+        .request(json!({"type": "media_offer", "call_id": call, "sdp": 5}))
+        .await;
+    assert_eq!(code(&r), "invalid_message");
+    let r = v
+        .request(json!({"type": "media_offer", "call_id": call, "sdp": "v=0", "extra": 1}))
+        .await;
+    assert_eq!(code(&r), "invalid_message");
+
+    let a = v
+        .request(json!({"type": "media_offer", "call_id": call, "sdp": offer()}))
+        .await;
+    assert_eq!(a["type"], "media_answer", "{a}");
+    for cand in [
+        "candidate:garbage",
+        "candidate:1 1 udp notanumber 127.0.0.1 5 typ host",
+        &format!(
+            "candidate:1 1 udp 1 127.0.0.1 5 typ host {}",
+            "x".repeat(600)
+        ),
+    ] {
+        let r = v
+            .request(json!({"type": "ice_candidate", "call_id": call, "candidate": cand}))
+            .await;
+        assert_eq!(code(&r), "invalid_candidate", "{cand:.40}");
+    }
+    let answer = a["sdp"].as_str().unwrap();
+    let mid_of = |kind: &str| {
+        let section = answer
+            .split("\r\nm=")
+            .find(|m| m.starts_with(kind))
+            .unwrap();
+        section
+            .lines()
+            .find_map(|l| l.strip_prefix("a=mid:"))
+            .unwrap()
+            .to_owned()
+    };
+    let (audio_mid, video_mid) = (mid_of("audio"), mid_of("video"));
+    for mid in [audio_mid.as_str(), "nope", "", "x"] {
+        // The audio m-line does not count: keyframes are for video.
+        let r = v
+            .request(json!({"type": "request_keyframe", "call_id": call, "mid": mid}))
+            .await;
+        assert_eq!(code(&r), "unknown_track", "{mid}");
+    }
+    let r = v
+        .request(json!({"type": "request_keyframe", "call_id": call, "mid": video_mid}))
+        .await;
+    assert_eq!(r["type"], "keyframe_requested", "{r}");
+    // After the call, media messages are refused.
+    v.request(json!({"type": "end_call", "call_id": call}))
+        .await;
+    let r = v
+        .request(json!({"type": "media_offer", "call_id": call, "sdp": offer()}))
+        .await;
+    assert_eq!(code(&r), "not_in_call");
+}
+
+#[tokio::test]
+async fn each_join_gets_time_limited_turn_credentials_in_the_turn_rest_scheme() {
+    let secret = "turn-shared-secret-0123456789";
+    let mut c = setup(Options {
+        turn_urls: vec![
+            "turn:127.0.0.1:3478?transport=udp".into(),
+            "turns:turn.example:5349".into(),
+        ],
+        turn_secret: Some(secret.into()),
+        ..Options::default()
+    })
+    .await;
+    let (_v, call, vcfg, acfg) = c.connect().await;
+    let now = common::now_s();
+    for cfg in [&vcfg, &acfg] {
+        let server = &cfg["ice_servers"][0];
+        assert_eq!(
+            server["urls"],
+            json!([
+                "turn:127.0.0.1:3478?transport=udp",
+                "turns:turn.example:5349"
+            ])
+        );
+        let user = server["username"].as_str().unwrap();
+        let (expiry, id) = user.split_once(':').unwrap();
+        let expiry: u64 = expiry.parse().unwrap();
+        assert!(
+            expiry > now + 3000 && expiry <= now + 3601,
+            "{expiry} vs {now}"
+        );
+        assert!(id.starts_with(&call));
+        let expected = frontdesk_sfu::turn::turn_credential(secret.as_bytes(), id, expiry);
+        assert_eq!(server["credential"], expected.credential.as_str());
+    }
+    assert_ne!(
+        vcfg["ice_servers"][0]["username"],
+        acfg["ice_servers"][0]["username"]
+    );
+}
+
+/// One call with media: the visitor joins, offers, and either ends normally or vanishes
+/// (no close frame, no end_call) before the agent ends the call.
+async fn cycle(c: &mut Call, sdp: &str, vanish: bool) {
+    c.cycles += 1;
+    // The agent sends two messages a cycle; a fresh connection now and then keeps it under the
+    // per-connection rate limit (a burst of 30) without slowing the loop down.
+    if c.cycles % 12 == 0 {
+        let (mut agent, _) = Ws::agent(&c.s.base, &c.agent_token).await;
+        agent.available().await;
+        c.agent = agent;
+    }
+    let trace = std::env::var("FRONTDESK_MEDIA_TRACE").is_ok();
+    if trace {
+        eprintln!("connect");
+    }
+    let (mut v, call, _, _) = c.connect().await;
+    if trace {
+        eprintln!("offer");
+    }
+    let a = v
+        .request(json!({"type": "media_offer", "call_id": call, "sdp": sdp}))
+        .await;
+    assert_eq!(a["type"], "media_answer", "{a}");
+    if trace {
+        eprintln!("vanish {vanish}");
+    }
+    if vanish {
+        drop(v);
+        c.agent.wait_type("visitor_reconnecting").await;
+    }
+    let r = c
+        .agent
+        .request(json!({"type": "end_call", "call_id": call}))
+        .await;
+    assert_eq!(r["type"], "call_ended", "{r}");
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_vanish_are_cleaned_up_across_a_thousand_joins_and_leaves() {
+    let mut c = setup(Options::default()).await;
+    let sdp = offer();
+    // Warm up, then measure.
+    for i in 0..20 {
+        cycle(&mut c, &sdp, i % 2 == 0).await;
+    }
+    let rt = tokio::runtime::Handle::current().metrics();
+    let (fds0, rss0, tasks0) = (open_fds(), rss_kib(), rt.num_alive_tasks());
+    let t0 = Instant::now();
+    let cycles: usize = std::env::var("FRONTDESK_MEDIA_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    for i in 0..cycles {
+        if i % 100 == 0 || std::env::var("FRONTDESK_MEDIA_TRACE").is_ok() {
+            println!("cycle {i} after {:?}", t0.elapsed());
+        }
+        cycle(&mut c, &sdp, i % 2 == 0).await;
+    }
+    let elapsed = t0.elapsed();
+    // The media loop publishes its gauges once a second.
+    let mut peers = f64::MAX;
+    for _ in 0..30 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        peers = c.s.metric("frontdesk_media_peers").await;
+        if peers == 0.0 {
+            break;
+        }
+    }
+    let (fds1, rss1, tasks1) = (open_fds(), rss_kib(), rt.num_alive_tasks());
+    println!(
+        "{cycles} join/leave cycles in {elapsed:?}: peers {peers}, fds {fds0} -> {fds1}, \
+         RSS {rss0} -> {rss1} KiB, tasks {tasks0} -> {tasks1}"
+    );
+    assert_eq!(peers, 0.0, "SFU peers left behind");
+    assert_eq!(c.s.metric("frontdesk_media_rooms").await, 0.0);
+    assert!(fds1 <= fds0 + 4, "file descriptors grew: {fds0} -> {fds1}");
+    assert!(tasks1 <= tasks0 + 4, "tasks grew: {tasks0} -> {tasks1}");
+    // Allocator noise aside, 1,000 peers (each a DTLS context, buffers, SRTP state) must not
+    // stay: a leak of one peer each would be tens of MiB.
+    assert!(rss1 < rss0 + 16 * 1024, "RSS grew: {rss0} -> {rss1} KiB");
+}
