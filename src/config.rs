@@ -105,7 +105,7 @@ pub struct ServerArgs {
     #[arg(long, env = "FRONTDESK_PLAN_MAX_SEATS", default_value = "50")]
     pub plan_max_seats: String,
     /// UDP address of the SFU, one port for every peer [default: the FRONTDESK_LISTEN IP, port
-    /// 7882].
+    /// 7882 (an ephemeral port when FRONTDESK_LISTEN's port is 0)].
     #[arg(long, env = "FRONTDESK_MEDIA_UDP")]
     pub media_udp: Option<String>,
     /// IP addresses the SFU advertises to browsers, comma-separated [default: the bound
@@ -516,6 +516,8 @@ fn resolve_media(
     env: Env<'_>,
 ) -> Result<MediaConfig, ConfigError> {
     let udp = match &args.media_udp {
+        // An ephemeral HTTP port (tests, side-by-side instances) gets an ephemeral media port.
+        None if listen.port() == 0 => SocketAddr::new(listen.ip(), 0),
         None => SocketAddr::new(listen.ip(), DEFAULT_MEDIA_PORT),
         Some(v) => v.trim().parse().map_err(|_| {
             bad(
@@ -648,6 +650,26 @@ mod tests {
         assert_eq!(c.database_url, "sqlite://frontdesk.db");
         assert_eq!(c.jwt.audience, "authenticated");
         assert!(c.jwt.secret.is_none() && c.jwt.jwks.is_none());
+        assert_eq!(c.media.udp.to_string(), "127.0.0.1:7882");
+        assert!(c.media.turn_urls.is_empty() && c.media.turn_secret.is_none());
+    }
+
+    #[test]
+    fn media_follows_the_listen_address_and_turn_needs_its_secret() {
+        let mut a = args();
+        a.listen = "127.0.0.1:0".into();
+        let c = Config::resolve(&a, DEFAULT_DATABASE_URL, &no_env).unwrap();
+        assert_eq!(c.media.udp.to_string(), "127.0.0.1:0");
+        a.turn_urls = Some("turn:t.example:3478".into());
+        let e = Config::resolve(&a, DEFAULT_DATABASE_URL, &no_env).unwrap_err();
+        assert_eq!(e.var, "FRONTDESK_TURN_SECRET");
+        a.turn_urls = Some("http://t.example".into());
+        let e = Config::resolve(&a, DEFAULT_DATABASE_URL, &no_env).unwrap_err();
+        assert_eq!(e.var, "FRONTDESK_TURN_URLS");
+        a.turn_urls = None;
+        a.media_udp = Some("nope".into());
+        let e = Config::resolve(&a, DEFAULT_DATABASE_URL, &no_env).unwrap_err();
+        assert_eq!(e.var, "FRONTDESK_MEDIA_UDP");
     }
 
     #[test]
