@@ -33,6 +33,21 @@ struct Peer {
     connected: bool,
 }
 
+/// Polls a client until it has nothing more to say.
+fn drain(p: &mut Peer) {
+    loop {
+        match p.rtc.poll_output() {
+            Ok(Output::Transmit(t)) => {
+                let _ = p.socket.send_to(&t.contents, t.destination);
+            }
+            Ok(Output::Event(Event::RtpPacket(_))) => p.received += 1,
+            Ok(Output::Event(Event::Connected)) => p.connected = true,
+            Ok(Output::Event(_)) => {}
+            Ok(Output::Timeout(_)) | Err(_) => return,
+        }
+    }
+}
+
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -109,6 +124,7 @@ fn main() {
             let mut buf = [0u8; 2048];
             let mut cpu_at_start = None;
             let mut forwarded_at_start = 0;
+            let (mut dgram_in, mut dgram_out) = (0u64, 0u64);
             loop {
                 if stop.load(Ordering::Relaxed) {
                     break;
@@ -124,14 +140,17 @@ fn main() {
                     .clamp(Duration::from_micros(100), Duration::from_millis(10));
                 sfu_socket.set_read_timeout(Some(wait)).unwrap();
                 if let Ok((n, from)) = sfu_socket.recv_from(&mut buf) {
+                    dgram_in += 1;
                     sfu.receive(Instant::now(), Protocol::Udp, from, sfu_addr, &buf[..n]);
                 }
                 sfu.timeout(Instant::now());
                 while let Some(t) = sfu.poll_transmit() {
                     let _ = sfu_socket.send_to(&t.contents, t.destination);
+                    dgram_out += 1;
                 }
                 while sfu.poll_event().is_some() {}
             }
+            println!("  SFU socket: {dgram_in} datagrams in, {dgram_out} out (whole run)");
             let (cpu0, t0) = cpu_at_start.unwrap_or((thread_cpu(), Instant::now()));
             (
                 thread_cpu() - cpu0,
@@ -155,6 +174,9 @@ fn main() {
     loop {
         let now = Instant::now();
         for p in peers.iter_mut() {
+            // str0m wants its output drained after every input.
+            let _ = p.rtc.handle_input(Input::Timeout(now));
+            drain(p);
             while let Ok((n, from)) = p.socket.recv_from(&mut buf) {
                 let input = Input::Receive(
                     now,
@@ -166,18 +188,7 @@ fn main() {
                     },
                 );
                 let _ = p.rtc.handle_input(input);
-            }
-            let _ = p.rtc.handle_input(Input::Timeout(now));
-            loop {
-                match p.rtc.poll_output() {
-                    Ok(Output::Transmit(t)) => {
-                        let _ = p.socket.send_to(&t.contents, t.destination);
-                    }
-                    Ok(Output::Event(Event::RtpPacket(_))) => p.received += 1,
-                    Ok(Output::Event(Event::Connected)) => p.connected = true,
-                    Ok(Output::Event(_)) => {}
-                    Ok(Output::Timeout(_)) | Err(_) => break,
-                }
+                drain(p);
             }
         }
         let all_up = peers.iter().all(|p| p.connected);
@@ -236,6 +247,7 @@ fn main() {
                 ));
             }
         }
+        drain(&mut peers[0]);
         std::thread::sleep(Duration::from_micros(500));
     }
     let (t0, received0) = measure_from.unwrap();
