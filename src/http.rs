@@ -811,7 +811,10 @@ pub async fn start_visitor_session(
     s: &AppState,
     new: &NewVisitorSession,
 ) -> Result<(VisitorSessionView, OrgId), ApiError> {
-    if new.widget_key.len() > 100 {
+    // Keys are URL-safe base64 with a prefix; anything else (a NUL byte, which PostgreSQL
+    // refuses in text, included) is not a key and never reaches the database.
+    let key_chars = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if new.widget_key.len() > 100 || !new.widget_key.chars().all(key_chars) {
         return Err(invalid_widget_key());
     }
     if new.page_url.len() > 2048 {

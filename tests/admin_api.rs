@@ -422,6 +422,25 @@ async fn visitor_sessions_pick_the_pool_by_rule_and_revoked_keys_stop_working() 
     assert_eq!(v["pool_id"], org.created.default_pool.to_string());
     let (st, _) = start("javascript:alert(1)").await;
     assert_eq!(st, 422);
+    // Keys that cannot exist are refused before the database (PostgreSQL rejects NUL in text:
+    // schemathesis found a 500 there).
+    for bad in ["wk_\u{0}x", "wk_ x", "wk_ï", "'; --"] {
+        let body = json!({"widget_key": bad, "page_url": "https://shop.example/"});
+        let (st, v) = split(
+            s.http
+                .post(s.url("/v1/visitor/sessions"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (401, Some("invalid_widget_key")),
+            "{bad:?}: {v}"
+        );
+    }
 
     let (_, keys) = s.get("/v1/widget-keys", t).await;
     let key_id = keys[0]["id"].as_str().unwrap();
