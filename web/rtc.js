@@ -16,7 +16,13 @@ const FINAL_CLOSE_CODES = new Set([1008, 4001, 4002]);
 // when the connection is not back ATTEMPT_TIMEOUT_MS after its offer (or the offer is refused).
 const DISCONNECTED_GRACE_MS = 2000;
 const RESTART_DELAYS_MS = [0, 1000, 2000];
-const ATTEMPT_TIMEOUT_MS = 5000;
+const ATTEMPT_TIMEOUT_MS = 3000;
+// A connection that says `connected` but has received no RTP for this long is restarted too:
+// browsers need several seconds of failed consent checks to call a dead path `disconnected`.
+// (The other side always sends audio; a stall caused by the other side's path costs one
+// harmless renegotiation here.)
+const STALL_MS = 2000;
+const STALL_CHECK_MS = 500;
 
 /** The `/v1/signal` URL of a server whose HTTP base is `base` (e.g. `http://host:8080`). */
 export function signalUrl(base) {
@@ -261,6 +267,8 @@ export class MediaSession {
     this.offerSent = false;
     this.candidateBuffer = [];
     this.restartSeq = 0; // bumps when a restart sequence starts or is abandoned
+    this.stallTimer = null;
+    this.received = { total: 0, growthAt: 0 }; // inbound RTP packets, when they last grew
     this.lastRestart = null; // {reason, attempt, requestedAt, offerAt, answerAt, connectedAt}
     signal.on('media_config', (m) => this.onConfig(m));
     signal.on('ice_restart_request', (m) => {
@@ -348,7 +356,27 @@ export class MediaSession {
       pc.addTransceiver(track || kind, { direction: 'sendrecv', streams: stream ? [stream] : [] });
     }
     this.setState('connecting');
+    this.received = { total: 0, growthAt: performance.now() };
+    clearInterval(this.stallTimer);
+    this.stallTimer = setInterval(() => this.checkStall(gen), STALL_CHECK_MS);
     await this.negotiate(gen, false, 0);
+  }
+
+  /** Restarts ICE when media stopped arriving on a connection that still looks connected. */
+  async checkStall(gen) {
+    const pc = this.pc;
+    if (gen !== this.generation || !pc || pc.connectionState !== 'connected') return;
+    let total = 0;
+    (await pc.getStats()).forEach((r) => {
+      if (r.type === 'inbound-rtp') total += r.packetsReceived || 0;
+    });
+    const now = performance.now();
+    if (total > this.received.total) {
+      this.received = { total, growthAt: now };
+    } else if (this.attempt === 0 && this.received.total > 0 && now - this.received.growthAt >= STALL_MS) {
+      this.received.growthAt = now; // one restart per stall
+      this.scheduleRestart('stalled', 0);
+    }
   }
 
   /** One offer/answer exchange. Resolves to true when the answer was applied. */
@@ -489,6 +517,8 @@ export class MediaSession {
   close() {
     this.generation += 1;
     this.restartSeq += 1;
+    clearInterval(this.stallTimer);
+    this.stallTimer = null;
     clearTimeout(this.restartTimer);
     clearTimeout(this.disconnectedTimer);
     this.disconnectedTimer = null;
