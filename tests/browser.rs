@@ -88,6 +88,12 @@ fn harness(
 
 /// Runs the harness to its end; returns the final line and the per-side lines.
 async fn call(cfg: Value) -> (Value, Vec<Value>) {
+    call_with(cfg, async |_: &Value| {}).await
+}
+
+/// Runs the harness to its end, handing each JSON line to `on_line` as it arrives (the harness
+/// waits on the runner at its `phase` lines); returns the final line and the others.
+async fn call_with(cfg: Value, mut on_line: impl AsyncFnMut(&Value)) -> (Value, Vec<Value>) {
     let (mut child, mut lines) = harness(&cfg);
     let mut all = Vec::new();
     while let Ok(Some(l)) = tokio::time::timeout(Duration::from_secs(180), lines.next_line())
@@ -96,6 +102,7 @@ async fn call(cfg: Value) -> (Value, Vec<Value>) {
     {
         println!("{l}");
         if let Ok(v) = serde_json::from_str::<Value>(&l) {
+            on_line(&v).await;
             all.push(v);
         }
     }
@@ -340,18 +347,12 @@ async fn breaking_the_path_mid_call_restarts_ice_and_video_resumes() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let mut turn = Coturn::start().await;
     let site = relay_site(&turn).await;
-    let (mut child, mut lines) = harness(&config(
+    let mut broken_for = None;
+    let cfg = config(
         &site,
         json!({"relay": true, "restart": "path", "seconds": 3}),
-    ));
-    let mut all = Vec::new();
-    let mut broken_for = None;
-    while let Ok(Some(l)) = tokio::time::timeout(Duration::from_secs(180), lines.next_line())
-        .await
-        .expect("the harness answers")
-    {
-        println!("{l}");
-        let v: Value = serde_json::from_str(&l).unwrap_or(Value::Null);
+    );
+    let (last, all) = call_with(cfg, async |v: &Value| {
         if v["phase"] == "flowing" {
             // Every relayed packet goes through coturn: stop it, then bring it back empty (its
             // allocations are gone, so the browsers must restart ICE to get new ones).
@@ -361,10 +362,8 @@ async fn breaking_the_path_mid_call_restarts_ice_and_video_resumes() {
             turn.restart().await;
             broken_for = Some(t.elapsed());
         }
-        all.push(v);
-    }
-    let _ = child.wait().await;
-    let last = all.pop().unwrap();
+    })
+    .await;
     assert_eq!(last["ok"], true, "{last}");
     let outage = Duration::from_millis(last["outage_ms"].as_u64().unwrap());
     let broken_for = broken_for.expect("the path was broken");
@@ -395,17 +394,8 @@ async fn an_aiortc_visitor_publishes_through_the_sfu_and_chromium_decodes_it() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let site = site(Options::default()).await;
     let python = std::env::var("FRONTDESK_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let (mut child, mut lines) = harness(&config(
-        &site,
-        json!({"external_visitor": true, "seconds": 3}),
-    ));
-    let mut all = Vec::new();
-    while let Ok(Some(l)) = tokio::time::timeout(Duration::from_secs(180), lines.next_line())
-        .await
-        .expect("the harness answers")
-    {
-        println!("{l}");
-        let v: Value = serde_json::from_str(&l).unwrap_or(Value::Null);
+    let cfg = config(&site, json!({"external_visitor": true, "seconds": 3}));
+    let (last, all) = call_with(cfg, async |v: &Value| {
         if v["phase"] == "agent_ready" {
             let cfg = json!({"base_url": site.s.base, "widget_key": site.key, "seconds": 8});
             // The peer runs while the console measures.
@@ -427,10 +417,8 @@ async fn an_aiortc_visitor_publishes_through_the_sfu_and_chromium_decodes_it() {
             let last: Value = serde_json::from_str(text.lines().last().unwrap_or("{}")).unwrap();
             assert!(last["frames_sent"].as_u64().unwrap() > 100, "{last}");
         }
-        all.push(v);
-    }
-    let _ = child.wait().await;
-    let last = all.pop().unwrap();
+    })
+    .await;
     assert_eq!(last["ok"], true, "{last}");
     let agent = side(&all, "agent");
     assert!(grew(agent, "framesDecoded"), "{agent}");

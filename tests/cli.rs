@@ -52,7 +52,32 @@ fn listening_addr(stderr: &mpsc::Receiver<String>) -> String {
     v["addr"].as_str().expect("addr field").to_owned()
 }
 
-fn terminate(mut child: Child) -> std::process::ExitStatus {
+/// A server child, killed if the test ends (a failed assertion included) before stopping it.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+fn terminate(mut child: Running) -> std::process::ExitStatus {
     let ok = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -87,12 +112,14 @@ fn get(url: &str, token: Option<&str>) -> (u16, String) {
 #[test]
 fn serve_runs_with_zero_configuration_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = frontdesk(dir.path())
-        .args(["serve", "--log-format", "json"])
-        .env("FRONTDESK_LISTEN", "127.0.0.1:0")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        frontdesk(dir.path())
+            .args(["serve", "--log-format", "json"])
+            .env("FRONTDESK_LISTEN", "127.0.0.1:0")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let stderr = lines(child.stderr.take().unwrap());
     let addr = listening_addr(&stderr);
     assert_eq!(get(&format!("http://{addr}/healthz"), None).0, 200);
@@ -110,13 +137,15 @@ fn demo_prints_tokens_that_work_and_reuses_its_org() {
     let dir = tempfile::tempdir().unwrap();
     let mut org_ids = Vec::new();
     for _ in 0..2 {
-        let mut child = frontdesk(dir.path())
-            .args(["demo", "--log-format", "json"])
-            .env("FRONTDESK_LISTEN", "127.0.0.1:0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = Running(
+            frontdesk(dir.path())
+                .args(["demo", "--log-format", "json"])
+                .env("FRONTDESK_LISTEN", "127.0.0.1:0")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
         let stderr = lines(child.stderr.take().unwrap());
         let stdout = lines(child.stdout.take().unwrap());
         let addr = listening_addr(&stderr);
@@ -179,12 +208,14 @@ fn create_org_and_token_bootstrap_an_org_from_the_command_line() {
         .unwrap();
     assert!(out.status.success());
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let mut child = frontdesk(dir.path())
-        .args(["serve", "--log-format", "json"])
-        .env("FRONTDESK_LISTEN", "127.0.0.1:0")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        frontdesk(dir.path())
+            .args(["serve", "--log-format", "json"])
+            .env("FRONTDESK_LISTEN", "127.0.0.1:0")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let stderr = lines(child.stderr.take().unwrap());
     let addr = listening_addr(&stderr);
     let (status, body) = get(&format!("http://{addr}/v1/org"), Some(&token));
