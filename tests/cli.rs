@@ -77,6 +77,18 @@ impl std::ops::DerefMut for Running {
     }
 }
 
+/// `frontdesk serve` on an ephemeral port with JSON logs on a piped stderr.
+fn serve(dir: &std::path::Path) -> Running {
+    Running(
+        frontdesk(dir)
+            .args(["serve", "--log-format", "json"])
+            .env("FRONTDESK_LISTEN", "127.0.0.1:0")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 fn terminate(mut child: Running) -> std::process::ExitStatus {
     let ok = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -112,14 +124,7 @@ fn get(url: &str, token: Option<&str>) -> (u16, String) {
 #[test]
 fn serve_runs_with_zero_configuration_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Running(
-        frontdesk(dir.path())
-            .args(["serve", "--log-format", "json"])
-            .env("FRONTDESK_LISTEN", "127.0.0.1:0")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = serve(dir.path());
     let stderr = lines(child.stderr.take().unwrap());
     let addr = listening_addr(&stderr);
     assert_eq!(get(&format!("http://{addr}/healthz"), None).0, 200);
@@ -208,14 +213,7 @@ fn create_org_and_token_bootstrap_an_org_from_the_command_line() {
         .unwrap();
     assert!(out.status.success());
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let mut child = Running(
-        frontdesk(dir.path())
-            .args(["serve", "--log-format", "json"])
-            .env("FRONTDESK_LISTEN", "127.0.0.1:0")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = serve(dir.path());
     let stderr = lines(child.stderr.take().unwrap());
     let addr = listening_addr(&stderr);
     let (status, body) = get(&format!("http://{addr}/v1/org"), Some(&token));
