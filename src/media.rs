@@ -145,9 +145,12 @@ impl MediaHandle {
         let candidates = advertised(config, local_addr);
         let (tx, rx) = mpsc::channel(QUEUE);
         let metrics = Arc::new(MediaMetrics::default());
-        let sfu = Sfu::new(SfuConfig {
-            candidates: candidates.clone(),
-        });
+        let sfu = Sfu::new(
+            Instant::now(),
+            SfuConfig {
+                candidates: candidates.clone(),
+            },
+        );
         let loop_metrics = metrics.clone();
         std::thread::Builder::new()
             .name("frontdesk-media".into())
@@ -331,9 +334,7 @@ struct Loop {
 impl Loop {
     fn notify(&self, call: CallId, notice: Notice) {
         for side in [Side::Visitor, Side::Agent] {
-            if let Some((_, tx)) = self.listeners.get(&(call, side)) {
-                let _ = tx.try_send((call, notice));
-            }
+            self.notify_side(call, side, notice);
         }
     }
 
@@ -345,6 +346,11 @@ impl Loop {
 
     fn remove(&mut self, peer: PeerId) {
         self.sfu.remove_peer(peer);
+        self.forget(peer);
+    }
+
+    /// Drops what the loop knows of a peer the core no longer has.
+    fn forget(&mut self, peer: PeerId) {
         if let Some(st) = self.peers.remove(&peer) {
             if let (Some(call), Some(side)) = (st.call, st.side) {
                 if self.by_side.get(&(call, side)) == Some(&peer) {
@@ -491,16 +497,8 @@ impl Loop {
                 self.notify(call, Notice::Reconnecting { side, attempt: 0 });
                 self.notify_side(call, side, Notice::RestartRequest);
             }
-            SfuEvent::Closed(p) => {
-                // The core already dropped it.
-                if let Some(st) = self.peers.remove(&p) {
-                    if let (Some(call), Some(side)) = (st.call, st.side) {
-                        if self.by_side.get(&(call, side)) == Some(&p) {
-                            self.by_side.remove(&(call, side));
-                        }
-                    }
-                }
-            }
+            // The core already dropped it.
+            SfuEvent::Closed(p) => self.forget(p),
         }
     }
 
@@ -593,7 +591,11 @@ async fn run(
             () = tokio::time::sleep_until(deadline.into()) => {}
         }
         let now = Instant::now();
-        lp.sfu.timeout(now);
+        // A datagram or command already drove the peers it touched; the rest wait for their
+        // deadline.
+        if now >= deadline {
+            lp.sfu.timeout(now);
+        }
         while let Some(t) = lp.sfu.poll_transmit() {
             if let Err(e) = socket.send_to(&t.contents, t.destination).await {
                 tracing::debug!(error = %e, to = %t.destination, "media send failed");

@@ -370,6 +370,7 @@ async fn connection(s: AppState, mut socket: WebSocket) {
         org: authed.org,
         token: s.media.token(),
         call: None,
+        recording: false,
         notices: mpsc::channel(64),
     };
     let mut ping = tokio::time::interval(s.hub.heartbeat_interval);
@@ -460,7 +461,7 @@ async fn connection(s: AppState, mut socket: WebSocket) {
                 }
             },
             Some((call, notice)) = media.notices.1.recv() => {
-                if let Some(msg) = media.notice(&s, call, notice).await {
+                if let Some(msg) = media.notice(call, notice) {
                     if socket.send(text(&msg)).await.is_err() {
                         break;
                     }
@@ -484,6 +485,8 @@ struct MediaLink {
     org: OrgId,
     token: u64,
     call: Option<CallId>,
+    /// Whether the org recorded calls when this call's media started.
+    recording: bool,
     notices: (crate::media::NoticeTx, crate::media::NoticeRx),
 }
 
@@ -497,12 +500,12 @@ impl MediaLink {
         self.handle
             .attach(call, self.side, self.token, self.notices.0.clone());
         let now_unix = u64::try_from(crate::now_ms() / 1000).unwrap_or_default();
-        let recording = self.records(s).await;
+        self.recording = self.records(s).await;
         Some(ServerMessage::MediaConfig {
             call_id: call,
             ice_servers: self.handle.ice_servers(call, self.side, now_unix),
             ice_transport_policy: "all",
-            recording,
+            recording: self.recording,
         })
     }
 
@@ -580,7 +583,7 @@ impl MediaLink {
         }
     }
 
-    async fn notice(&self, s: &AppState, call: CallId, n: Notice) -> Option<ServerMessage> {
+    fn notice(&self, call: CallId, n: Notice) -> Option<ServerMessage> {
         if self.call != Some(call) {
             return None;
         }
@@ -600,7 +603,7 @@ impl MediaLink {
             },
             Notice::RestartRequest => ServerMessage::IceRestartRequest { call_id: call },
             Notice::BothConnected => {
-                if !self.records(s).await {
+                if !self.recording {
                     return None;
                 }
                 ServerMessage::Recording {

@@ -8,8 +8,7 @@
 
 mod common;
 
-use common::{hs256, Options, TestServer};
-use frontdesk_domain::Role;
+use common::{Options, TestServer};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -32,22 +31,10 @@ struct Site {
 
 async fn site(opts: Options) -> Site {
     let s = TestServer::start_with(opts).await;
-    let org = s.org("browsers", 5).await;
-    let (st, body) = s
-        .send(
-            Method::POST,
-            "/v1/agents",
-            &org.admin_token,
-            Some(
-                json!({"user_id": "b1", "email": "b1@example.com", "display_name": "Sam Support",
-                        "pools": [{"pool_id": org.created.default_pool.to_string(), "tier": 1}]}),
-            ),
-        )
-        .await;
-    assert_eq!(st, 201, "{body}");
+    let (org, agent_token) = s.org_with_agent("browsers", "b1", "Sam Support").await;
     Site {
         key: org.created.widget_key.clone(),
-        agent_token: hs256("b1", org.id(), Role::Agent),
+        agent_token,
         admin_token: org.admin_token.clone(),
         s,
     }

@@ -5,9 +5,7 @@
 mod common;
 
 use common::ws::Ws;
-use common::{hs256, Options, TestServer};
-use frontdesk_domain::Role;
-use reqwest::Method;
+use common::{Options, TestServer};
 use serde_json::{json, Value};
 use std::time::Instant;
 use str0m::media::{Direction, MediaKind};
@@ -35,20 +33,7 @@ struct Call {
 
 async fn setup(opts: Options) -> Call {
     let s = TestServer::start_with(opts).await;
-    let org = s.org("media", 5).await;
-    let (st, body) = s
-        .send(
-            Method::POST,
-            "/v1/agents",
-            &org.admin_token,
-            Some(
-                json!({"user_id": "m1", "email": "m1@example.com", "display_name": "Mo",
-                        "pools": [{"pool_id": org.created.default_pool.to_string(), "tier": 1}]}),
-            ),
-        )
-        .await;
-    assert_eq!(st, 201, "{body}");
-    let agent_token = hs256("m1", org.id(), Role::Agent);
+    let (org, agent_token) = s.org_with_agent("media", "m1", "Mo").await;
     let (mut agent, _) = Ws::agent(&s.base, &agent_token).await;
     agent.available().await;
     Call {

@@ -77,9 +77,12 @@ fn main() {
 
     let sfu_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let sfu_addr = sfu_socket.local_addr().unwrap();
-    let mut sfu = Sfu::new(SfuConfig {
-        candidates: vec![sfu_addr],
-    });
+    let mut sfu = Sfu::new(
+        now,
+        SfuConfig {
+            candidates: vec![sfu_addr],
+        },
+    );
 
     // Signaling in-process, before the clock starts.
     let mut peers = Vec::new();

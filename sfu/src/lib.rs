@@ -13,7 +13,7 @@
 //! use frontdesk_sfu::{Sfu, SfuConfig, PeerId, RoomId, SfuError};
 //! use std::time::Instant;
 //!
-//! let mut sfu = Sfu::new(SfuConfig { candidates: vec!["127.0.0.1:7882".parse().unwrap()] });
+//! let mut sfu = Sfu::new(Instant::now(), SfuConfig { candidates: vec!["127.0.0.1:7882".parse().unwrap()] });
 //! let err = sfu.offer(Instant::now(), RoomId(1), PeerId(1), "not sdp").unwrap_err();
 //! assert_eq!(err.code(), "invalid_sdp");
 //! assert_eq!(sfu.stats().peers, 0);
@@ -172,6 +172,8 @@ struct InTrack {
     mid: Mid,
     kind: MediaKind,
     last_keyframe_request: Option<Instant>,
+    /// Payload type → codec, learned from the negotiated codecs on first use.
+    specs: Vec<(Pt, Option<CodecSpec>)>,
 }
 
 struct Peer {
@@ -205,10 +207,12 @@ pub struct Sfu {
     /// Slots with input since they were last polled.
     dirty: Vec<usize>,
     stats: SfuStats,
+    /// The latest time the caller told the core.
+    last_now: Instant,
 }
 
 impl Sfu {
-    pub fn new(config: SfuConfig) -> Sfu {
+    pub fn new(now: Instant, config: SfuConfig) -> Sfu {
         // One DTLS certificate for every peer: generating a key per peer would cost a few ms each.
         let cert = str0m::crypto::from_feature_flags()
             .dtls_provider
@@ -228,6 +232,7 @@ impl Sfu {
             events: VecDeque::new(),
             dirty: Vec::new(),
             stats: SfuStats::default(),
+            last_now: now,
         }
     }
 
@@ -425,6 +430,7 @@ impl Sfu {
 
     /// Drives every peer whose deadline has passed (and any with pending input).
     pub fn timeout(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
         for slot in 0..self.peers.len() {
             let due = self.peers[slot].as_ref().is_some_and(|p| p.deadline <= now);
             if due {
@@ -441,8 +447,9 @@ impl Sfu {
 
     /// When [`Sfu::timeout`] must next be called.
     pub fn next_deadline(&self) -> Option<Instant> {
+        // Pending input (a trickled candidate, a keyframe request): due at the last time told.
         if !self.dirty.is_empty() {
-            return Some(Instant::now());
+            return Some(self.last_now);
         }
         self.peers.iter().flatten().map(|p| p.deadline).min()
     }
@@ -541,6 +548,7 @@ impl Sfu {
 
     /// Polls one peer until it has nothing more to say; forwards what it received.
     fn drive(&mut self, slot: usize, now: Instant) {
+        self.last_now = self.last_now.max(now);
         loop {
             let Some(p) = self.peers[slot].as_mut() else {
                 return;
@@ -698,23 +706,29 @@ impl Sfu {
         let src_mid = p.ins[in_idx].mid;
         let kind = p.ins[in_idx].kind;
         let in_pt = pkt.header.payload_type;
-        let in_spec = p
-            .rtc
-            .codec_config()
-            .params()
-            .iter()
-            .find(|c| c.pt() == in_pt)
-            .map(|c| c.spec());
+        // The codec of the incoming payload type, looked up once per track and type.
+        let in_spec = match p.ins[in_idx].specs.iter().find(|(pt, _)| *pt == in_pt) {
+            Some(&(_, spec)) => spec,
+            None => {
+                let spec = p
+                    .rtc
+                    .codec_config()
+                    .params()
+                    .iter()
+                    .find(|c| c.pt() == in_pt)
+                    .map(|c| c.spec());
+                p.ins[in_idx].specs.push((in_pt, spec));
+                spec
+            }
+        };
         let room = p.room;
-        let Some(members) = self.rooms.get(&room) else {
+        // Taken out while its members are written to (forwarding never changes a room), so
+        // that each member can be borrowed mutably; put back below.
+        let Some(members) = self.rooms.get_mut(&room).map(std::mem::take) else {
             return;
         };
-        // Rooms are small (a call); copying the member list keeps the borrow checker simple.
-        let mut targets = [usize::MAX; 16];
-        let n = members.len().min(targets.len());
-        targets[..n].copy_from_slice(&members[..n]);
         let mut need_keyframe = false;
-        for &t in &targets[..n] {
+        for &t in &members {
             if t == slot {
                 continue;
             }
@@ -762,6 +776,9 @@ impl Sfu {
             self.stats.bytes_forwarded += pkt.payload.len() as u64;
             self.dirty.push(t);
         }
+        if let Some(m) = self.rooms.get_mut(&room) {
+            *m = members;
+        }
         if need_keyframe {
             self.keyframe_from(now, src_id, src_mid, KeyframeRequestKind::Pli, false);
         }
@@ -798,6 +815,7 @@ impl Peer {
                 mid,
                 kind,
                 last_keyframe_request: None,
+                specs: Vec::new(),
             }),
             _ => {}
         }
@@ -849,7 +867,6 @@ fn validate_offer(sdp: &str) -> Result<SdpOffer, SfuError> {
 fn has_usable_media(answer: &str) -> bool {
     answer.lines().any(|l| {
         (l.starts_with("m=audio ") || l.starts_with("m=video "))
-            && !l.contains(" 0 UDP")
             && l.split(' ').nth(1).is_some_and(|port| port != "0")
     })
 }

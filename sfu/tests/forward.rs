@@ -66,9 +66,12 @@ impl World {
         let now = Instant::now();
         World {
             now,
-            sfu: Sfu::new(SfuConfig {
-                candidates: vec![SFU_ADDR.parse().unwrap()],
-            }),
+            sfu: Sfu::new(
+                now,
+                SfuConfig {
+                    candidates: vec![SFU_ADDR.parse().unwrap()],
+                },
+            ),
             clients: Vec::new(),
             events: Vec::new(),
             cut: None,
