@@ -29,6 +29,7 @@ pub struct Inner {
     pub visitor_token_ttl: Duration,
     pub hub: crate::signal::HubHandle,
     pub media: crate::media::MediaHandle,
+    pub cobrowse: crate::cobrowse::Cobrowse,
     pub drain: Duration,
     pub billing: crate::billing::BillingConfig,
     pub billing_wake: crate::billing::BillingWake,
@@ -137,6 +138,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi_json))
         .route("/metrics", get(metrics))
         .route("/v1/signal", get(crate::signal::signal))
+        .route("/v1/cobrowse", get(crate::cobrowse::socket))
         .route("/v1/me", get(me))
         .route("/v1/org", get(get_org))
         .route("/v1/org/settings", axum::routing::patch(patch_settings))
@@ -374,6 +376,8 @@ async fn metrics(State(s): State<AppState>) -> Response {
         snap.open_calls
     );
     let m = &s.media.metrics;
+    let cm = &s.cobrowse.metrics;
+    let g = s.cobrowse.gauges();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     for (name, kind, help, v) in [
         (
@@ -417,6 +421,96 @@ async fn metrics(State(s): State<AppState>) -> Response {
             "counter",
             "Keyframe requests sent to senders.",
             load(&m.keyframe_requests),
+        ),
+        (
+            "frontdesk_cobrowse_sessions",
+            "gauge",
+            "Calls with a co-browse relay.",
+            g.sessions as u64,
+        ),
+        (
+            "frontdesk_cobrowse_visitors",
+            "gauge",
+            "Visitors capturing their page.",
+            g.visitors as u64,
+        ),
+        (
+            "frontdesk_cobrowse_viewers",
+            "gauge",
+            "Agent viewers watching a page.",
+            g.viewers as u64,
+        ),
+        (
+            "frontdesk_cobrowse_snapshots_total",
+            "counter",
+            "Page snapshots received (accepted or refused).",
+            load(&cm.snapshots),
+        ),
+        (
+            "frontdesk_cobrowse_change_batches_total",
+            "counter",
+            "Change batches received (accepted or refused).",
+            load(&cm.change_batches),
+        ),
+        (
+            "frontdesk_cobrowse_refused_total",
+            "counter",
+            "Visitor messages refused with a typed error (size, format, rate).",
+            load(&cm.refused),
+        ),
+        (
+            "frontdesk_cobrowse_masked_total",
+            "counter",
+            "Elements, texts and attribute values the relay masked.",
+            load(&cm.masked),
+        ),
+        (
+            "frontdesk_cobrowse_removed_total",
+            "counter",
+            "Elements, attributes and CSS the relay removed as unsafe.",
+            load(&cm.removed),
+        ),
+        (
+            "frontdesk_cobrowse_dropped_changes_total",
+            "counter",
+            "Changes the relay did not forward (unknown ids, masked fields).",
+            load(&cm.dropped_changes),
+        ),
+        (
+            "frontdesk_cobrowse_desync_requests_total",
+            "counter",
+            "New snapshots asked of the visitor after changes named unknown nodes.",
+            load(&cm.desync_requests),
+        ),
+        (
+            "frontdesk_cobrowse_frames_sent_total",
+            "counter",
+            "Frames sent to viewers.",
+            load(&cm.frames_sent),
+        ),
+        (
+            "frontdesk_cobrowse_bytes_received_total",
+            "counter",
+            "Bytes received from visitors.",
+            load(&cm.bytes_received),
+        ),
+        (
+            "frontdesk_cobrowse_bytes_sent_total",
+            "counter",
+            "Bytes sent to viewers.",
+            load(&cm.bytes_sent),
+        ),
+        (
+            "frontdesk_cobrowse_viewers_too_slow_total",
+            "counter",
+            "Viewers closed because they fell behind.",
+            load(&cm.viewers_too_slow),
+        ),
+        (
+            "frontdesk_cobrowse_sockets_refused_total",
+            "counter",
+            "Co-browse sockets refused (bad ticket, co-browse off, too many viewers).",
+            load(&cm.sockets_refused),
         ),
     ] {
         let _ = writeln!(

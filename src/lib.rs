@@ -15,6 +15,7 @@ pub mod auth;
 pub mod billing;
 pub mod billing_api;
 pub mod billing_store;
+pub mod cobrowse;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -143,8 +144,9 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
             Some(client)
         }
     };
-    Ok(AppState(Arc::new(Inner {
+    let state = AppState(Arc::new(Inner {
         media,
+        cobrowse: Default::default(),
         stripe,
         seat_price: config.stripe.as_ref().map(|s| s.seat_price.clone()),
         plan_max_seats: config.plan_max_seats,
@@ -157,7 +159,18 @@ pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
         visitor_token_ttl: config.visitor_token_ttl,
         hub,
         drain: config.drain,
-    })))
+    }));
+    // Calls whose participants all vanished without the call ending here are forgotten.
+    let weak = Arc::downgrade(&state.0);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            let Some(inner) = weak.upgrade() else { break };
+            inner.cobrowse.sweep();
+        }
+    });
+    Ok(state)
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets requests in flight finish, and

@@ -312,9 +312,14 @@ fn error(re: Option<RequestId>, code: &str, message: impl Into<String>) -> Messa
 /// the close, for at most a second: dropping the socket with unread data would reset the TCP
 /// connection and the client would never see the reason.
 async fn close(socket: &mut WebSocket, reason: CloseReason) {
+    close_with(socket, reason.code(), reason.as_str()).await;
+}
+
+/// [`close`] with any code and reason (the co-browse socket has its own).
+pub(crate) async fn close_with(socket: &mut WebSocket, code: u16, reason: &'static str) {
     let frame = Message::Close(Some(CloseFrame {
-        code: reason.code(),
-        reason: reason.as_str().into(),
+        code,
+        reason: reason.into(),
     }));
     if socket.send(frame).await.is_err() {
         return;
@@ -448,13 +453,18 @@ async fn connection(s: AppState, mut socket: WebSocket) {
                     break;
                 }
                 Some(Outgoing::InCall(call)) => {
-                    if let Some(cfg) = media.enter(&s, call).await {
+                    let mut gone = false;
+                    for cfg in media.enter(&s, call).await {
                         if socket.send(text(&cfg)).await.is_err() {
+                            gone = true;
                             break;
                         }
                     }
+                    if gone {
+                        break;
+                    }
                 }
-                Some(Outgoing::CallOver(call)) => media.leave(call),
+                Some(Outgoing::CallOver(call)) => media.leave(&s, call),
                 None => {
                     close(&mut socket, CloseReason::RateLimited).await;
                     break;
@@ -474,7 +484,7 @@ async fn connection(s: AppState, mut socket: WebSocket) {
             }
         }
     }
-    media.detach();
+    media.detach(&s);
     s.hub.input(Input::Disconnected { conn }).await;
 }
 
@@ -491,44 +501,51 @@ struct MediaLink {
 }
 
 impl MediaLink {
-    /// The participant is in a connected call: listen to its media and say how to connect.
-    async fn enter(&mut self, s: &AppState, call: CallId) -> Option<ServerMessage> {
+    /// The participant is in a connected call: listen to its media and say how to connect
+    /// (`media_config`, then `cobrowse_config`).
+    async fn enter(&mut self, s: &AppState, call: CallId) -> Vec<ServerMessage> {
         if self.call == Some(call) {
-            return None;
+            return Vec::new();
         }
         self.call = Some(call);
         self.handle
             .attach(call, self.side, self.token, self.notices.0.clone());
         let now_unix = u64::try_from(crate::now_ms() / 1000).unwrap_or_default();
-        self.recording = self.records(s).await;
-        Some(ServerMessage::MediaConfig {
-            call_id: call,
-            ice_servers: self.handle.ice_servers(call, self.side, now_unix),
-            ice_transport_policy: "all",
-            recording: self.recording,
-        })
-    }
-
-    async fn records(&self, s: &AppState) -> bool {
-        match s.store.org(self.org).await {
-            Ok(org) => org.settings.recording_enabled,
+        // One read of the org's settings decides both; unreadable → neither (fail closed).
+        let (recording, cobrowse) = match s.store.org(self.org).await {
+            Ok(org) => (
+                org.settings.recording_enabled,
+                org.settings.cobrowse_enabled,
+            ),
             Err(e) => {
-                tracing::warn!(error = %e, "could not read the org's recording setting");
-                false
+                tracing::warn!(error = %e, "could not read the org's call settings");
+                (false, false)
             }
-        }
+        };
+        self.recording = recording;
+        vec![
+            ServerMessage::MediaConfig {
+                call_id: call,
+                ice_servers: self.handle.ice_servers(call, self.side, now_unix),
+                ice_transport_policy: "all",
+                recording,
+            },
+            s.cobrowse.join(call, self.org, self.side, cobrowse),
+        ]
     }
 
-    fn leave(&mut self, call: CallId) {
+    fn leave(&mut self, s: &AppState, call: CallId) {
         if self.call == Some(call) {
             self.call = None;
         }
         self.handle.call_over(call);
+        s.cobrowse.end(call);
     }
 
-    fn detach(&mut self) {
+    fn detach(&mut self, s: &AppState) {
         if let Some(call) = self.call.take() {
             self.handle.detach(call, self.side, self.token);
+            s.cobrowse.detach(call);
         }
     }
 

@@ -56,6 +56,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// A stable snake_case code for the wire (`snapshot_too_large`, `malformed`…).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::SnapshotTooLarge { .. } => "snapshot_too_large",
+            Error::ChangeBatchTooLarge { .. } => "change_batch_too_large",
+            Error::TooManyNodes { .. } => "too_many_nodes",
+            Error::TooDeep { .. } => "too_deep",
+            Error::Malformed { .. } => "malformed",
+            Error::NoRoot => "no_root",
+            Error::NoSnapshot => "no_snapshot",
+        }
+    }
+
     pub(crate) fn malformed(what: &'static str, e: &serde_json::Error) -> Self {
         Error::Malformed {
             what,

@@ -210,6 +210,10 @@ pub struct Stats {
     /// Relay only: changes not forwarded (unknown ids, selections in masked nodes, values of
     /// masked fields, malformed nodes…).
     pub dropped_changes: u64,
+    /// Relay only: of `dropped_changes`, those that named a node id the relay does not have
+    /// (target, `parent` or `prev`). The widget and the relay disagree about the page: the
+    /// server asks the widget for a new snapshot.
+    pub unknown_ids: u64,
 }
 
 impl Stats {
@@ -222,6 +226,7 @@ impl Stats {
         self.removed_attributes += other.removed_attributes;
         self.removed_css += other.removed_css;
         self.dropped_changes += other.dropped_changes;
+        self.unknown_ids += other.unknown_ids;
     }
 }
 

@@ -737,7 +737,11 @@ impl Relay {
     }
 
     fn frame(&mut self, body: FrameBody, stats: Stats) -> AgentFrame {
-        self.seq += 1;
+        // An empty frame need not be sent, so it takes no `seq`: the viewer sees no gap.
+        let empty = matches!(&body, FrameBody::Changes { ops } if ops.is_empty());
+        if !empty {
+            self.seq += 1;
+        }
         self.totals.add(&stats);
         AgentFrame {
             seq: self.seq,
@@ -913,6 +917,7 @@ impl Relay {
             ChangeIn::Remove { id } => {
                 if !self.nodes.contains_key(&id) {
                     stats.dropped_changes += 1;
+                    stats.unknown_ids += 1;
                     return;
                 }
                 ops.extend(self.remove_op(id, stats));
@@ -921,6 +926,7 @@ impl Relay {
             ChangeIn::Text { id, text } => {
                 let Some(n) = self.nodes.get_mut(&id) else {
                     stats.dropped_changes += 1;
+                    stats.unknown_ids += 1;
                     return;
                 };
                 let RData::Text(t) = &mut n.data else {
@@ -958,6 +964,7 @@ impl Relay {
             ChangeIn::Value { id, value, checked } => {
                 let Some(n) = self.nodes.get_mut(&id) else {
                     stats.dropped_changes += 1;
+                    stats.unknown_ids += 1;
                     return;
                 };
                 let RData::Element(e) = &mut n.data else {
@@ -996,6 +1003,7 @@ impl Relay {
                         .is_some_and(|n| matches!(n.state, State::Element(_)))
                     {
                         stats.dropped_changes += 1;
+                        stats.unknown_ids += u64::from(!self.nodes.contains_key(&i));
                         return;
                     }
                 }
@@ -1043,6 +1051,7 @@ impl Relay {
     ) {
         let Some(n) = self.nodes.get_mut(&id) else {
             stats.dropped_changes += 1;
+            stats.unknown_ids += 1;
             return;
         };
         let RData::Element(e) = &mut n.data else {
@@ -1122,6 +1131,9 @@ impl Relay {
             return;
         };
         if !parent_ok || !prev_ok || first.parent.is_some_and(|p| p != parent) {
+            let unknown = !self.nodes.contains_key(&parent)
+                || prev.is_some_and(|s| !self.nodes.contains_key(&s));
+            stats.unknown_ids += u64::from(unknown);
             drop_all(stats, nodes.len());
             return;
         }

@@ -449,3 +449,34 @@ fn frames_serialize_to_the_documented_json() {
         r#"{"seq":2,"type":"changes","ops":[{"op":"text","id":9,"text":"a < b"},{"op":"remove","id":15}]}"#
     );
 }
+
+#[test]
+fn unknown_ids_are_counted_apart_and_empty_frames_take_no_seq() {
+    let mut r = relay();
+    // A masked field's value: dropped, but the relay knows the node (no desync).
+    let f = r
+        .changes(br#"{"changes":[{"type":"value","id":4,"value":"S3CR3T-E"}]}"#)
+        .unwrap();
+    assert!(f.is_empty());
+    assert_eq!((f.stats().dropped_changes, f.stats().unknown_ids), (1, 0));
+    assert_eq!(f.seq(), 1, "an empty frame repeats the last seq");
+    // Ids the relay never saw, as target, parent and prev.
+    let f = r
+        .changes(
+            br#"{"changes":[
+                {"type":"text","id":900,"text":"x"},
+                {"type":"remove","id":901},
+                {"type":"attr","id":902,"name":"class","value":"x"},
+                {"type":"add","parent":903,"nodes":[{"id":50,"tag":"b"}]},
+                {"type":"add","parent":8,"prev":904,"nodes":[{"id":51,"tag":"b"}]}
+            ]}"#,
+        )
+        .unwrap();
+    assert_eq!(f.stats().unknown_ids, 5);
+    assert_eq!(f.seq(), 1);
+    let f = r
+        .changes(br#"{"changes":[{"type":"text","id":9,"text":"hi"}]}"#)
+        .unwrap();
+    assert_eq!(f.seq(), 2, "the next real frame follows without a gap");
+    assert_eq!(r.stats().unknown_ids, 5);
+}

@@ -337,6 +337,13 @@ pub enum ServerMessage {
     IceRestartRequest { call_id: CallId },
     /// Both: the call is being recorded (sent once both sides' media is connected).
     Recording { call_id: CallId, active: bool },
+    /// Both, after `media_config`: whether the call has co-browse (the org's setting when the
+    /// call connected) and where its co-browse socket is.
+    CobrowseConfig {
+        call_id: CallId,
+        enabled: bool,
+        url: String,
+    },
     /// A request failed; the connection stays open.
     Error {
         #[serde(skip_serializing_if = "Option::is_none")]

@@ -35,6 +35,20 @@ impl Ws {
         ws
     }
 
+    /// A co-browse socket at `path` (the `url` of `cobrowse_config`), which sends no hello.
+    pub async fn cobrowse(base: &str, path: &str) -> Ws {
+        let url = format!("{}{path}", base.replacen("http", "ws", 1));
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect");
+        Ws {
+            stream,
+            next_id: 100,
+            pending: Vec::new(),
+            closed: None,
+        }
+    }
+
     pub async fn agent(base: &str, token: &str) -> (Ws, Value) {
         let mut ws = Ws::connect(base).await;
         let welcome = ws
@@ -97,6 +111,11 @@ impl Ws {
                 }
             }
         }
+    }
+
+    /// Every message read so far and not yet asked for.
+    pub fn take_pending(&mut self) -> Vec<Value> {
+        std::mem::take(&mut self.pending)
     }
 
     /// The first message (pending or new) that matches, within 10 s.
