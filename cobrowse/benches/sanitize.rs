@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use frontdesk_cobrowse::{sanitize_document, Policy, Relay};
 
 /// A realistic shop page of about `target` bytes: nested divs, tables, forms with inputs
@@ -170,4 +170,37 @@ fn relay_batch(c: &mut Criterion) {
 }
 
 criterion_group!(benches, documents, relay_batch);
-criterion_main!(benches);
+
+/// `COBROWSE_BENCH_ONE=<ours|ammonia|parse>:<bytes>:<iterations>` runs just that, without
+/// criterion (for `valgrind --tool=callgrind`, whose instruction counts do not depend on how
+/// busy the machine is); otherwise the criterion benches.
+fn main() {
+    if let Ok(spec) = std::env::var("COBROWSE_BENCH_ONE") {
+        let mut it = spec.split(':');
+        let which = it.next().unwrap_or("ours").to_string();
+        let size: usize = it.next().and_then(|s| s.parse().ok()).unwrap_or(500 * 1024);
+        let iters: usize = it.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+        let html = page(size);
+        let policy = Policy::default();
+        let t = Instant::now();
+        let mut out = 0usize;
+        for _ in 0..iters {
+            out += match which.as_str() {
+                "ammonia" => ammonia::clean(black_box(&html)).len(),
+                "parse" => frontdesk_cobrowse::bench_parse_only(black_box(&html)),
+                _ => sanitize_document(&policy, black_box(&html))
+                    .expect("sanitize")
+                    .len(),
+            };
+        }
+        let secs = t.elapsed().as_secs_f64();
+        eprintln!(
+            "{which} {} bytes x {iters}: {:.1} MiB/s (output {out})",
+            html.len(),
+            (html.len() * iters) as f64 / secs / (1024.0 * 1024.0)
+        );
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -40,9 +40,8 @@ pub(crate) fn sanitize_declarations_into(
     let mut i = 0;
     while i < b.len() {
         let j = scan(b, i, false);
-        let stmt = &text[i..j];
+        let stmt = trim_ws(&text[i..j]);
         i = j + 1;
-        let stmt = stmt.trim_matches(is_ws);
         if stmt.is_empty() {
             continue;
         }
@@ -77,9 +76,28 @@ fn is_ws(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0c')
 }
 
+/// `s` without leading and trailing CSS whitespace ([`is_ws`], all ASCII).
+fn trim_ws(s: &str) -> &str {
+    let b = s.as_bytes();
+    let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0c');
+    let mut i = 0;
+    let mut j = b.len();
+    while i < j && ws(b[i]) {
+        i += 1;
+    }
+    while j > i && ws(b[j - 1]) {
+        j -= 1;
+    }
+    // Both ends are next to ASCII bytes, so on character boundaries.
+    &s[i..j]
+}
+
 /// Replace comments (and, in style sheets, `<!--`/`-->`) by one space, outside strings.
 fn strip_comments(input: &str, sheet: bool) -> std::borrow::Cow<'_, str> {
-    if !input.contains("/*") && !(sheet && (input.contains("<!--") || input.contains("-->"))) {
+    // A byte search first: most values have no `/`, and a substring search costs more to set up
+    // than the whole value takes to scan.
+    let maybe = input.as_bytes().contains(&b'/') && input.contains("/*");
+    if !maybe && !(sheet && (input.contains("<!--") || input.contains("-->"))) {
         return std::borrow::Cow::Borrowed(input);
     }
     let b = input.as_bytes();
@@ -209,7 +227,7 @@ fn items(
         match b.get(j) {
             Some(b'{') => {
                 let end = block_end(b, j);
-                let prelude = s[i..j].trim_matches(is_ws);
+                let prelude = trim_ws(&s[i..j]);
                 let block = &s[j + 1..end.max(j + 1)];
                 i = end + 1;
                 if nesting >= MAX_CSS_NESTING || !rule(prelude, block, nesting, ctx, stats, out) {
@@ -218,13 +236,13 @@ fn items(
             }
             Some(b'}') => {
                 // A stray `}`: what precedes it is junk.
-                if !s[i..j].trim_matches(is_ws).is_empty() {
+                if !trim_ws(&s[i..j]).is_empty() {
                     stats.removed_css += 1;
                 }
                 i = j + 1;
             }
             _ => {
-                let stmt = s[i..j].trim_matches(is_ws);
+                let stmt = trim_ws(&s[i..j]);
                 i = j + 1;
                 if top {
                     // Statement at-rules (`@import`, `@charset`, `@namespace`…) and junk.
@@ -314,25 +332,28 @@ fn declaration(stmt: &str, ctx: &CssCtx<'_>, d: &mut String) -> bool {
 }
 
 fn declaration_inner(stmt: &str, ctx: &CssCtx<'_>, d: &mut String) -> Option<()> {
-    let colon = stmt.find(':')?;
-    let name = stmt[..colon].trim_matches(is_ws);
-    let value = stmt[colon + 1..].trim_matches(is_ws);
+    let colon = stmt.bytes().position(|c| c == b':')?;
+    let name = trim_ws(&stmt[..colon]);
+    let value = trim_ws(&stmt[colon + 1..]);
     let nb = name.as_bytes();
-    let body = name.trim_start_matches('-');
-    let custom = name.starts_with("--");
-    if nb.is_empty()
-        || name.len() - body.len() > 2
+    // At most two leading dashes (`--custom`, `-vendor-x`), then a letter or `_` (or anything
+    // valid after `--`), and only `[A-Za-z0-9_-]`.
+    let dashes = nb.iter().take_while(|&&c| c == b'-').count();
+    let body = &nb[dashes..];
+    let custom = dashes == 2;
+    if dashes > 2
         || body.is_empty()
-        || !(custom || body.as_bytes()[0].is_ascii_alphabetic() || body.as_bytes()[0] == b'_')
+        || !(custom || body[0].is_ascii_alphabetic() || body[0] == b'_')
         || !nb
             .iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_'))
     {
         return None;
     }
-    if ["behavior", "-ms-behavior", "binding", "-moz-binding"]
-        .iter()
-        .any(|n| name.eq_ignore_ascii_case(n))
+    if matches!(nb.len(), 7 | 8 | 12)
+        && ["behavior", "-ms-behavior", "binding", "-moz-binding"]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n))
     {
         return None;
     }

@@ -379,7 +379,8 @@ fn facts<'a>(
     let is_link = ns == Ns::Html && lower == "link";
     let extra = &policy.extra_sensitive_names;
     for a in attrs {
-        if a.prefix != AttrPrefix::None {
+        // Only these lengths can name an attribute matched below.
+        if a.prefix != AttrPrefix::None || !matches!(a.local.len(), 2 | 3 | 4 | 12 | 13 | 14) {
             continue;
         }
         with_lower(a.local, |name| match name {
@@ -427,32 +428,72 @@ pub(crate) fn escape_attr(out: &mut String, s: &str) {
     escape(out, s, true)
 }
 
-/// Bytes the serializer must look at: `&`, `<`, `>`, `"`, NUL, and 0xC2 (first byte of NBSP).
-static SPECIAL: [bool; 256] = {
-    let mut t = [false; 256];
-    t[b'&' as usize] = true;
-    t[b'<' as usize] = true;
-    t[b'>' as usize] = true;
-    t[b'"' as usize] = true;
-    t[0] = true;
-    t[0xC2] = true;
+/// Bytes the serializer must look at: `&`, `<`, `>`, NUL, 0xC2 (first byte of NBSP), and `"` in
+/// attribute values.
+static SPECIAL: [[bool; 256]; 2] = {
+    let mut t = [[false; 256]; 2];
+    let mut k = 0;
+    while k < 2 {
+        t[k][b'&' as usize] = true;
+        t[k][b'<' as usize] = true;
+        t[k][b'>' as usize] = true;
+        t[k][0] = true;
+        t[k][0xC2] = true;
+        k += 1;
+    }
+    t[1][b'"' as usize] = true;
     t
 };
 
+/// Does a 16-byte block hold a `SPECIAL` byte? (Written with `|` on every byte so that LLVM
+/// compares the whole block at once.)
+fn block_has_special<const ATTR: bool>(block: &[u8; 16]) -> bool {
+    let mut m = 0u8;
+    for &c in block {
+        m |= ((c == b'&')
+            | (c == b'<')
+            | (c == b'>')
+            | (c == 0)
+            | (c == 0xC2)
+            | (ATTR & (c == b'"'))) as u8;
+    }
+    m != 0
+}
+
 fn escape(out: &mut String, s: &str, attr: bool) {
+    if attr {
+        escape_with::<true>(out, s)
+    } else {
+        escape_with::<false>(out, s)
+    }
+}
+
+fn escape_with<const ATTR: bool>(out: &mut String, s: &str) {
     let b = s.as_bytes();
+    let table = &SPECIAL[usize::from(ATTR)];
     let mut last = 0;
     let mut i = 0;
     while i < b.len() {
-        if !SPECIAL[b[i] as usize] {
-            i += 1;
-            continue;
+        // Skip whole blocks without a special byte, then find the next one byte by byte within
+        // at most one block.
+        while let Some(block) = b.get(i..i + 16) {
+            let block: &[u8; 16] = block.try_into().expect("a 16-byte slice");
+            if block_has_special::<ATTR>(block) {
+                break;
+            }
+            i += 16;
         }
+        let end = b.len().min(i + 16);
+        let Some(k) = b[i..end].iter().position(|&c| table[usize::from(c)]) else {
+            i = end;
+            continue;
+        };
+        i += k;
         let (rep, len) = match b[i] {
             b'&' => ("&amp;", 1),
             b'<' => ("&lt;", 1),
             b'>' => ("&gt;", 1),
-            b'"' if attr => ("&quot;", 1),
+            b'"' => ("&quot;", 1),
             b'\0' => ("\u{FFFD}", 1),
             0xC2 if b.get(i + 1) == Some(&0xA0) => ("&nbsp;", 2),
             _ => {
@@ -581,9 +622,9 @@ impl<'p, S: Source> Renderer<'p, S> {
                 self.text(src, id, t, &parent, false, &mut None);
                 Ok(())
             }
-            NodeView::Element(_) => {
+            NodeView::Element(e) => {
                 let mut first = true;
-                match self.open(src, id, &parent, &mut first)? {
+                match self.open(src, id, e, &parent, &mut first)? {
                     Some(frame) => self.walk(src, frame),
                     None => Ok(()),
                 }
@@ -611,9 +652,9 @@ impl<'p, S: Source> Renderer<'p, S> {
                     top.first = false;
                     self.text(src, child, t, &ctx, first, &mut top.run);
                 }
-                NodeView::Element(_) => {
+                NodeView::Element(e) => {
                     let before = self.out.len();
-                    let frame = self.open(src, child, &ctx, &mut first)?;
+                    let frame = self.open(src, child, e, &ctx, &mut first)?;
                     if let Some(top) = stack.last_mut() {
                         if self.out.len() != before {
                             // An element was written: the text run is broken.
@@ -705,12 +746,10 @@ impl<'p, S: Source> Renderer<'p, S> {
         &mut self,
         src: &'s S,
         id: S::Id,
+        e: ElemView<'s>,
         parent: &Ctx,
         first: &mut bool,
     ) -> Result<Option<Frame<'s, S::Children<'s>>>, Error> {
-        let NodeView::Element(e) = src.node(id) else {
-            return Ok(None);
-        };
         let lower_owned;
         let lower: &str = if e.local.bytes().any(|b| b.is_ascii_uppercase()) {
             lower_owned = e.local.to_ascii_lowercase();
@@ -869,16 +908,26 @@ impl<'p, S: Source> Renderer<'p, S> {
         } else {
             Live::default()
         };
+        let mut qname_buf = [0u8; 80];
         for a in src.attrs(id) {
-            if !rules::is_safe_attr_name(a.local) || a.value.len() > crate::MAX_ATTRIBUTE_BYTES {
-                self.stats.removed_attributes += 1;
+            // Fast path: the commonest attributes, which no rule below changes on an unmasked
+            // element (see `rules::plain_attr` and its test).
+            if !masked
+                && a.prefix == AttrPrefix::None
+                && rules::plain_attr(a.local)
+                && a.value.len() <= crate::MAX_ATTRIBUTE_BYTES
+            {
+                self.write_attr(a, a.value);
                 continue;
             }
-            let mut qname_buf = [0u8; 80];
+            let Some(upper) = rules::attr_name_shape(a.local)
+                .filter(|_| a.value.len() <= crate::MAX_ATTRIBUTE_BYTES)
+            else {
+                self.stats.removed_attributes += 1;
+                continue;
+            };
             let key_owned;
-            let key: &str = if a.prefix == AttrPrefix::None
-                && !a.local.bytes().any(|b| b.is_ascii_uppercase())
-            {
+            let key: &str = if a.prefix == AttrPrefix::None && !upper {
                 a.local
             } else {
                 let p = a.prefix.as_str();
@@ -1050,8 +1099,12 @@ impl<'p, S: Source> Renderer<'p, S> {
             list.push((format!("{prefix}{local}"), value.to_owned()));
             return;
         }
+        self.out
+            .reserve(prefix.len() + local.len() + value.len() + 4);
         self.out.push(' ');
-        self.out.push_str(prefix);
+        if !prefix.is_empty() {
+            self.out.push_str(prefix);
+        }
         self.out.push_str(local);
         self.out.push_str("=\"");
         escape_attr(&mut self.out, value);
@@ -1060,7 +1113,7 @@ impl<'p, S: Source> Renderer<'p, S> {
 }
 
 /// Attributes that hold a URL (dropped on masked elements).
-fn is_url_attr(key: &str) -> bool {
+pub(crate) fn is_url_attr(key: &str) -> bool {
     matches!(
         key,
         "href"

@@ -404,13 +404,27 @@ pub(crate) fn is_safe_tag_name(name: &str) -> bool {
 
 /// An attribute name the serializer can write without changing its meaning.
 pub(crate) fn is_safe_attr_name(name: &str) -> bool {
-    name.as_bytes()
+    attr_name_shape(name).is_some()
+}
+
+/// [`is_safe_attr_name`] and, if it is safe, whether it has an ASCII uppercase letter: one pass.
+pub(crate) fn attr_name_shape(name: &str) -> Option<bool> {
+    let b = name.as_bytes();
+    if !b
         .first()
         .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
-        && name.len() <= 256
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        || b.len() > 256
+    {
+        return None;
+    }
+    let mut upper = false;
+    for &c in b {
+        upper |= c.is_ascii_uppercase();
+        if !(c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':')) {
+            return None;
+        }
+    }
+    Some(upper)
 }
 
 /// Attributes dropped on every element (lowercased names; `on*` is handled separately).
@@ -472,6 +486,34 @@ pub(crate) fn always_dropped_attr(lower: &str) -> bool {
                 | "xlink:role"
                 | "xlink:arcrole"
         )
+}
+
+/// Common attributes that are written as they are on an unmasked element of any namespace:
+/// safe names, never dropped, no URL, no CSS, no form state, no animation target (checked by a
+/// test against the rules).
+pub(crate) fn plain_attr(name: &str) -> bool {
+    matches!(
+        name,
+        "class"
+            | "id"
+            | "width"
+            | "height"
+            | "type"
+            | "name"
+            | "for"
+            | "rel"
+            | "lang"
+            | "dir"
+            | "role"
+            | "colspan"
+            | "rowspan"
+            | "loading"
+            | "tabindex"
+            | "title"
+            | "alt"
+            | "placeholder"
+            | "label"
+    )
 }
 
 /// Attribute values replaced by the mask on a masked element (besides `aria-*` and `data-*`).
@@ -603,16 +645,42 @@ pub(crate) fn name_sensitive(value: &str, extra: &[String]) -> bool {
     let mut toks = [(0usize, 0usize); 64];
     let n = tokens(b, &mut toks);
     let toks = &toks[..n];
+    let longest = extra
+        .iter()
+        .map(String::len)
+        .fold(LONGEST_SENSITIVE_WORD, usize::max);
     (0..n).any(|i| {
+        // The joined length of the run grows with `k`: only words of exactly that length can
+        // match, and none is longer than `longest`.
+        let mut total = 0;
         (1..=3).filter(|k| i + k <= n).any(|k| {
+            let (s, e) = toks[i + k - 1];
+            total += e - s;
+            if total > longest {
+                return false;
+            }
             let run = &toks[i..i + k];
             SENSITIVE_WORDS
                 .iter()
-                .any(|w| joined_eq(b, run, w.as_bytes()))
-                || extra.iter().any(|w| joined_eq(b, run, w.as_bytes()))
+                .copied()
+                .chain(extra.iter().map(String::as_str))
+                .any(|w| w.len() == total && joined_eq(b, run, w.as_bytes()))
         })
     })
 }
+
+/// The length of the longest of [`SENSITIVE_WORDS`].
+const LONGEST_SENSITIVE_WORD: usize = {
+    let mut i = 0;
+    let mut m = 0;
+    while i < SENSITIVE_WORDS.len() {
+        if SENSITIVE_WORDS[i].len() > m {
+            m = SENSITIVE_WORDS[i].len();
+        }
+        i += 1;
+    }
+    m
+};
 
 /// `input` types that mask: `password`, `tel`, `hidden` (trimmed, any case).
 pub(crate) fn input_type_sensitive(value: &str) -> bool {
@@ -773,6 +841,48 @@ mod tests {
             assert!(!name_sensitive(v, &[]), "{v}");
         }
         assert!(name_sensitive("loyalty_pin", &["pin".to_string()]));
+    }
+
+    #[test]
+    fn plain_attributes_are_untouched_by_every_rule() {
+        for name in [
+            "class",
+            "id",
+            "width",
+            "height",
+            "type",
+            "name",
+            "for",
+            "rel",
+            "lang",
+            "dir",
+            "role",
+            "colspan",
+            "rowspan",
+            "loading",
+            "tabindex",
+            "title",
+            "alt",
+            "placeholder",
+            "label",
+        ] {
+            assert!(plain_attr(name), "{name}");
+            assert_eq!(attr_name_shape(name), Some(false), "{name}");
+            assert!(!always_dropped_attr(name), "{name}");
+            assert!(!crate::render::is_url_attr(name), "{name}");
+            assert!(
+                !matches!(
+                    name,
+                    "style" | "srcdoc" | "value" | "checked" | "selected" | "values" | "to"
+                ),
+                "{name}"
+            );
+        }
+        for name in [
+            "value", "style", "href", "src", "onclick", "Class", "data-x",
+        ] {
+            assert!(!plain_attr(name), "{name}");
+        }
     }
 
     #[test]

@@ -19,7 +19,18 @@ pub(crate) enum UrlUse {
 /// Strip what a browser's URL parser strips: leading/trailing C0 controls and spaces, and every
 /// ASCII tab and newline anywhere (`java\tscript:` is `javascript:` to a browser).
 pub(crate) fn clean(raw: &str) -> Cow<'_, str> {
-    let t = raw.trim_matches(|c: char| c <= ' ');
+    // Bytes up to 0x20 are ASCII (UTF-8 never uses them inside a character): trimming them
+    // byte-wise is trimming the characters `<= ' '`.
+    let b = raw.as_bytes();
+    let mut i = 0;
+    let mut j = b.len();
+    while i < j && b[i] <= b' ' {
+        i += 1;
+    }
+    while j > i && b[j - 1] <= b' ' {
+        j -= 1;
+    }
+    let t = &raw[i..j];
     if t.bytes().any(|b| matches!(b, b'\t' | b'\n' | b'\r')) {
         Cow::Owned(
             t.chars()
@@ -154,7 +165,7 @@ pub(crate) fn check_srcset(raw: &str, image: bool, policy: &Policy) -> Option<St
             continue;
         }
         if let Some(u) = check(url, UrlUse::Resource { image }, policy) {
-            if u.is_empty() || u.ends_with(',') || u.contains(|c: char| c.is_ascii_whitespace()) {
+            if u.is_empty() || u.ends_with(',') || u.bytes().any(|c| c.is_ascii_whitespace()) {
                 continue;
             }
             if !out.is_empty() {
