@@ -174,7 +174,57 @@ criterion_group!(benches, documents, relay_batch);
 /// `COBROWSE_BENCH_ONE=<ours|ammonia|parse>:<bytes>:<iterations>` runs just that, without
 /// criterion (for `valgrind --tool=callgrind`, whose instruction counts do not depend on how
 /// busy the machine is); otherwise the criterion benches.
+///
+/// `COBROWSE_BENCH_DUMP=<out_dir>:<input>...` writes the sanitized form (or the error) of every
+/// generated page, every line of each input that is a file, and every file of each input that
+/// is a directory, one file each in `out_dir`: diff two builds' dumps to prove that an
+/// optimization changed no output.
 fn main() {
+    if let Ok(spec) = std::env::var("COBROWSE_BENCH_DUMP") {
+        let mut it = spec.split(':');
+        let out = std::path::PathBuf::from(it.next().expect("out dir"));
+        std::fs::create_dir_all(&out).expect("out dir");
+        let mut inputs: Vec<(String, String)> = [50 * 1024, 500 * 1024, 2 * 1024 * 1024]
+            .iter()
+            .map(|&n| (format!("page-{n}"), page(n)))
+            .collect();
+        for input in it {
+            let path = std::path::Path::new(input);
+            let stem = path
+                .file_name()
+                .map_or_else(String::new, |f| f.to_string_lossy().into());
+            if path.is_dir() {
+                let mut files: Vec<_> = std::fs::read_dir(path)
+                    .expect("input dir")
+                    .map(|e| e.expect("dir entry").path())
+                    .collect();
+                files.sort();
+                for f in files {
+                    let bytes = std::fs::read(&f).expect("input file");
+                    let name = f.file_name().expect("file name").to_string_lossy();
+                    inputs.push((
+                        format!("{stem}-{name}"),
+                        String::from_utf8_lossy(&bytes).into_owned(),
+                    ));
+                }
+            } else {
+                let text = std::fs::read_to_string(path).expect("input file");
+                for (i, line) in text.lines().enumerate() {
+                    inputs.push((format!("{stem}-{i}"), line.to_string()));
+                }
+            }
+        }
+        let policy = Policy::default();
+        for (name, html) in &inputs {
+            let got = match sanitize_document(&policy, html) {
+                Ok(h) => h.into_string(),
+                Err(e) => format!("ERROR {e}"),
+            };
+            std::fs::write(out.join(name), got).expect("write output");
+        }
+        eprintln!("{} outputs in {}", inputs.len(), out.display());
+        return;
+    }
     if let Ok(spec) = std::env::var("COBROWSE_BENCH_ONE") {
         let mut it = spec.split(':');
         let which = it.next().unwrap_or("ours").to_string();

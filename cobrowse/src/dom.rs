@@ -2,12 +2,12 @@
 //! parsing allocates per node only what html5ever hands over (names, attributes, text).
 
 use std::borrow::Cow;
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 
-use html5ever::interface::{ElemName, ElementFlags, NodeOrText, QuirksMode, TreeSink};
+use html5ever::interface::{ElementFlags, NodeOrText, QuirksMode, TreeSink};
 use html5ever::tendril::{StrTendril, TendrilSink};
 use html5ever::tree_builder::TreeBuilderOpts;
-use html5ever::{ns, Attribute, LocalName, Namespace, ParseOpts, QualName};
+use html5ever::{ns, Attribute, LocalName, ParseOpts, QualName};
 
 use crate::render::{AttrPrefix, AttrView, ElemView, NodeView, Source};
 use crate::rules::Ns;
@@ -16,7 +16,6 @@ use crate::rules::Ns;
 const NIL: u32 = u32::MAX;
 
 pub(crate) struct Element {
-    pub(crate) name: QualName,
     ns: Ns,
     pub(crate) attrs: Vec<Attribute>,
     /// The template contents fragment (a `Fragment` node), or `NIL`.
@@ -61,6 +60,8 @@ impl Node {
 pub(crate) struct Dom {
     nodes: Vec<Node>,
     elems: Vec<Element>,
+    /// Element names: element `i`'s is `names[i + 1]` (`names[0]` is an inert placeholder).
+    names: Vec<QualName>,
     /// The parser switched to quirks or limited-quirks mode (odd or missing doctype), or had to
     /// restructure the tree (foster parenting, adoption agency): serializing such a tree may not
     /// parse back to the same tree.
@@ -78,13 +79,16 @@ impl Dom {
 
 /// Parse a whole document, with the scripting flag off (as the agent's sandboxed viewer parses).
 pub(crate) fn parse_document(html: &str) -> Dom {
+    // Realistic markup has a node every 16–30 bytes and an element every 30–60: room for
+    // about twice that, so that the arena seldom grows (a growth copies it all).
+    let mut names = Vec::with_capacity(html.len() / 24 + 16);
+    names.push(QualName::new(None, ns!(html), LocalName::from("")));
     let sink = Sink {
         arena: RefCell::new(Arena {
-            // Realistic markup has a node every 16–30 bytes and an element every 30–60: room
-            // for about twice that, so that the arena seldom grows (a growth copies it all).
             nodes: Vec::with_capacity(html.len() / 12 + 16),
             elems: Vec::with_capacity(html.len() / 24 + 16),
         }),
+        names: RefCell::new(names),
         quirks: Cell::new(false),
     };
     sink.arena
@@ -108,24 +112,12 @@ struct Arena {
 
 struct Sink {
     arena: RefCell<Arena>,
+    /// [`Dom::names`], in a cell of their own: the tree builder holds a name (a [`Ref`]) only
+    /// briefly, and only `create_element` borrows this cell mutably, which the tree builder never
+    /// calls while it looks at a name.
+    names: RefCell<Vec<QualName>>,
     /// See [`Dom::irregular`].
     quirks: Cell<bool>,
-}
-
-/// An element name handed back to the tree builder (atoms are cheap to clone).
-#[derive(Debug)]
-pub(crate) struct Name {
-    ns: Namespace,
-    local: LocalName,
-}
-
-impl ElemName for Name {
-    fn ns(&self) -> &Namespace {
-        &self.ns
-    }
-    fn local_name(&self) -> &LocalName {
-        &self.local
-    }
 }
 
 impl Sink {
@@ -222,13 +214,14 @@ impl Sink {
 impl TreeSink for Sink {
     type Handle = u32;
     type Output = Dom;
-    type ElemName<'a> = Name;
+    type ElemName<'a> = Ref<'a, QualName>;
 
     fn finish(self) -> Dom {
         let a = self.arena.into_inner();
         Dom {
             nodes: a.nodes,
             elems: a.elems,
+            names: self.names.into_inner(),
             irregular: self.quirks.get(),
         }
     }
@@ -239,16 +232,13 @@ impl TreeSink for Sink {
         Dom::ROOT
     }
 
-    fn elem_name<'a>(&'a self, target: &'a u32) -> Name {
-        self.elem(*target, |e| Name {
-            ns: e.name.ns.clone(),
-            local: e.name.local.clone(),
-        })
-        // The tree builder only asks for element names; answer something inert otherwise.
-        .unwrap_or_else(|| Name {
-            ns: ns!(html),
-            local: LocalName::from(""),
-        })
+    fn elem_name<'a>(&'a self, target: &'a u32) -> Ref<'a, QualName> {
+        // The tree builder only asks for element names; answer the inert placeholder otherwise.
+        let i = match self.arena.borrow().nodes[*target as usize].data {
+            Data::Element(e) => e as usize + 1,
+            _ => 0,
+        };
+        Ref::map(self.names.borrow(), |n| &n[i])
     }
 
     fn create_element(&self, name: QualName, attrs: Vec<Attribute>, flags: ElementFlags) -> u32 {
@@ -270,8 +260,8 @@ impl TreeSink for Sink {
         let mut a = self.arena.borrow_mut();
         let e =
             u32::try_from(a.elems.len()).expect("arena index fits in u32: input is at most 5 MiB");
+        self.names.borrow_mut().push(name);
         a.elems.push(Element {
-            name,
             ns,
             attrs,
             template,
@@ -457,7 +447,7 @@ impl Source for Dom {
                 let e = &self.elems[*i as usize];
                 NodeView::Element(ElemView {
                     ns: e.ns,
-                    local: &e.name.local,
+                    local: &self.names[*i as usize + 1].local,
                     annotation_html: e.annotation_html,
                 })
             }

@@ -402,12 +402,9 @@ pub(crate) fn is_safe_tag_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// An attribute name the serializer can write without changing its meaning.
-pub(crate) fn is_safe_attr_name(name: &str) -> bool {
-    attr_name_shape(name).is_some()
-}
-
-/// [`is_safe_attr_name`] and, if it is safe, whether it has an ASCII uppercase letter: one pass.
+/// `Some` for an attribute name the serializer can write without changing its meaning (an ASCII
+/// letter or `_`, then `[A-Za-z0-9_.:-]`, at most 256 bytes), telling whether it has an ASCII
+/// uppercase letter; `None` for any other name.
 pub(crate) fn attr_name_shape(name: &str) -> Option<bool> {
     let b = name.as_bytes();
     if !b
