@@ -376,6 +376,12 @@ fn facts<'a>(
             lower,
             "animate" | "set" | "animatemotion" | "animatetransform"
         );
+    // An animation that does not (yet) name its target is checked as if it animated a URL: a
+    // later `attributeName` must not turn a kept `to="javascript:…"` live. (Found by the
+    // fuzzer: an `animate` whose `attributeName` was mangled kept its `to`.)
+    if is_anim {
+        f.anim = Anim::Url;
+    }
     let is_link = ns == Ns::Html && lower == "link";
     let extra = &policy.extra_sensitive_names;
     for a in attrs {

@@ -480,3 +480,21 @@ fn unknown_ids_are_counted_apart_and_empty_frames_take_no_seq() {
     assert_eq!(f.seq(), 2, "the next real frame follows without a gap");
     assert_eq!(r.stats().unknown_ids, 5);
 }
+
+#[test]
+fn an_animation_named_later_never_animates_a_kept_javascript_url() {
+    let mut r = Relay::new(Policy::default());
+    let f = r
+        .snapshot(
+            br#"{"nodes":[{"id":1,"tag":"html"},{"id":2,"parent":1,"tag":"body"},
+                {"id":3,"parent":2,"tag":"svg"},{"id":4,"parent":3,"tag":"a"},
+                {"id":5,"parent":4,"tag":"animate","attrs":{"to":"javascript:alert(1)"}}]}"#,
+        )
+        .unwrap();
+    assert!(!f.html().unwrap().as_str().contains("javascript"));
+    let f = r
+        .changes(br#"{"changes":[{"type":"attr","id":5,"name":"attributeName","value":"href"}]}"#)
+        .unwrap();
+    let json = serde_json::to_string(&f).unwrap();
+    assert!(!json.contains("javascript"), "{json}");
+}
