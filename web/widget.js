@@ -36,6 +36,7 @@
     '.fd-status{flex:1}',
     '.fd-recording{background:#c62828;color:#fff;border-radius:4px;padding:1px 6px;font-size:12px;font-weight:600}',
     '.fd-recording::before{content:"\\25CF  "}',
+    '.fd-sharing{background:#2456d3;color:#fff;border-radius:4px;padding:1px 6px;font-size:12px;font-weight:600}',
     '.fd-note{padding:0 12px 6px;color:#8a5a00;font-size:12px}',
     '.fd-videos{position:relative;background:#111;aspect-ratio:4/3}',
     '.fd-videos video{display:block;background:#111}',
@@ -55,6 +56,7 @@
       document.adoptedStyleSheets = document.adoptedStyleSheets.concat([sheet]);
     } catch (e) {
       var style = document.createElement('style');
+      style.id = 'fd-style'; // the widget's own: never shared by co-browse
       style.textContent = CSS;
       document.head.appendChild(style);
     }
@@ -120,6 +122,7 @@
       call: el('button', { id: 'fd-call', testid: 'fd-call', className: 'fd-call', type: 'button', text: 'Start video call' }),
       end: el('button', { id: 'fd-end', testid: 'fd-end', className: 'fd-end', type: 'button', text: 'End call', hidden: '' }),
       badge: null,
+      sharing: null,
     };
     ui.local.muted = true;
     var statusbar = el('div', { className: 'fd-statusbar' }, [ui.status]);
@@ -160,7 +163,55 @@
       if (phase === 'idle') {
         call.id = null;
         setRecording(false);
+        stopCobrowse();
       }
+    }
+
+    // Co-browse: while a call has it, the agent sees this page (cobrowse.js, loaded on demand).
+    // The badge tells the visitor whenever an agent is actually watching.
+    var cobrowse = { capture: null, callId: null, url: null };
+    function setSharing(on) {
+      if (on && !ui.sharing) {
+        ui.sharing = el('span', {
+          id: 'fd-sharing',
+          testid: 'fd-sharing',
+          className: 'fd-sharing',
+          text: 'Page shared',
+          title: 'Your agent can see this page (passwords and card numbers stay hidden)',
+        });
+        statusbar.appendChild(ui.sharing);
+      } else if (!on && ui.sharing) {
+        ui.sharing.remove();
+        ui.sharing = null;
+      }
+    }
+    function startCobrowse(m) {
+      if (cobrowse.callId === m.call_id && cobrowse.url === m.url) return; // a signaling reconnect
+      stopCobrowse();
+      cobrowse.callId = m.call_id;
+      cobrowse.url = m.url;
+      import(base + '/web/cobrowse.js').then(
+        function (mod) {
+          if (cobrowse.callId !== m.call_id || cobrowse.url !== m.url || cobrowse.capture) return;
+          cobrowse.capture = mod.startCapture({
+            url: m.url,
+            base: base,
+            onState: function (state) {
+              setSharing(state === 'active');
+            },
+          });
+        },
+        function (e) {
+          console.error('frontdesk: cannot load co-browse', e && e.name);
+        }
+      );
+    }
+    function stopCobrowse() {
+      if (cobrowse.capture) cobrowse.capture.stop();
+      cobrowse.capture = null;
+      cobrowse.callId = null;
+      cobrowse.url = null;
+      setSharing(false);
     }
     function showPanel(show) {
       panel.hidden = !show;
@@ -264,6 +315,10 @@
     });
     signal.on('media_failed', function () {
       setStatus('Video connection lost');
+    });
+    signal.on('cobrowse_config', function (m) {
+      if (m.enabled === true && typeof m.url === 'string' && call.phase !== 'idle') startCobrowse(m);
+      else stopCobrowse();
     });
     signal.on('recording', function (m) {
       setRecording(m.active === true && call.phase === 'connected');
