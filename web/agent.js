@@ -1,5 +1,6 @@
-// frontdesk agent console: presence, incoming calls, the call's video.
+// frontdesk agent console: presence, incoming calls, the call's video, the visitor's page.
 import { Signal, MediaSession, expose, signalUrl, pageOptions, jwtClaims } from './rtc.js';
+import { Viewer } from './viewer.js';
 
 const TOKEN_KEY = 'frontdesk.agent_token';
 const LOGIN_URL = '/agent/login';
@@ -62,6 +63,7 @@ function main() {
     call = { phase, id: phase === 'idle' ? null : id ?? call.id };
     if (phase !== 'ringing') stopRing();
     ui.end.hidden = phase !== 'connected';
+    if (phase === 'idle') viewer.stop();
   };
 
   const opts = pageOptions();
@@ -80,6 +82,9 @@ function main() {
     },
   });
   expose(signal, media);
+  // The visitor's page, live, during calls with co-browse (after `expose`: its test hook joins
+  // `window.__frontdesk`).
+  const viewer = new Viewer($('fd-cobrowse'));
 
   signal.on('state', (s) => {
     if (s.state === 'reconnecting') setStatus('Reconnecting…');
@@ -155,6 +160,10 @@ function main() {
   signal.on('call_resumed', (m) => {
     setCall('connected', m.call_id);
     setStatus(m.state === 'reconnecting' ? 'Visitor reconnecting…' : 'In call');
+  });
+  signal.on('cobrowse_config', (m) => {
+    if (m.enabled === true && typeof m.url === 'string' && call.phase !== 'idle') viewer.start(m.url);
+    else viewer.disabled();
   });
   signal.on('visitor_reconnecting', () => setStatus('Visitor reconnecting…'));
   signal.on('visitor_reconnected', () => setStatus('In call'));
