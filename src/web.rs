@@ -13,6 +13,9 @@ use std::sync::OnceLock;
 
 const WIDGET_JS: &str = include_str!("../web/widget.js");
 const RTC_JS: &str = include_str!("../web/rtc.js");
+const COBROWSE_JS: &str = include_str!("../web/cobrowse.js");
+const VIEWER_JS: &str = include_str!("../web/viewer.js");
+const VIEWER_FRAME_HTML: &str = include_str!("../web/viewer-frame.html");
 const AGENT_JS: &str = include_str!("../web/agent.js");
 const LOGIN_JS: &str = include_str!("../web/login.js");
 const STYLE_CSS: &str = include_str!("../web/style.css");
@@ -33,6 +36,15 @@ fn csp(frame_ancestors: &str) -> String {
          base-uri 'none'; form-action 'self'; frame-ancestors {frame_ancestors}"
     )
 }
+
+/// The policy of the co-browse viewer's frame (`/agent/cobrowse-frame`): an empty page the
+/// console writes the visitor's sanitized page into. The console sandboxes it without scripts;
+/// this policy lets that page render (images, fonts and style sheets from anywhere, inline
+/// styles) and nothing else. A `srcdoc` frame would inherit the console's policy instead, which
+/// blocks every inline style of the visitor's page.
+const VIEWER_FRAME_CSP: &str = "default-src 'none'; img-src https: http: data:; \
+     style-src 'unsafe-inline' https: http:; font-src https: http: data:; media-src https: http:; \
+     form-action 'none'; base-uri 'none'; frame-ancestors 'self'";
 
 /// The widget key `/demo` uses when the URL names none: the demo org's, once `frontdesk demo`
 /// has seeded it in this process.
@@ -57,6 +69,8 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/widget.js", get(|| async { script(WIDGET_JS) }))
         .route("/web/rtc.js", get(|| async { script(RTC_JS) }))
+        .route("/web/cobrowse.js", get(|| async { script(COBROWSE_JS) }))
+        .route("/web/viewer.js", get(|| async { script(VIEWER_JS) }))
         .route("/web/agent.js", get(|| async { script(AGENT_JS) }))
         .route("/web/login.js", get(|| async { script(LOGIN_JS) }))
         .route("/web/style.css", get(|| async { stylesheet(STYLE_CSS) }))
@@ -70,6 +84,7 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
             "/agent/login",
             get(|| async { page(LOGIN_HTML.to_owned(), "'none'") }),
         )
+        .route("/agent/cobrowse-frame", get(|| async { viewer_frame() }))
 }
 
 fn respond(content_type: &'static str, body: String, extra: &[(HeaderName, String)]) -> Response {
@@ -116,6 +131,17 @@ fn page(body: String, frame_ancestors: &str) -> Response {
         &[
             (header::CONTENT_SECURITY_POLICY, csp(frame_ancestors)),
             (header::REFERRER_POLICY, "same-origin".to_owned()),
+        ],
+    )
+}
+
+fn viewer_frame() -> Response {
+    respond(
+        "text/html; charset=utf-8",
+        VIEWER_FRAME_HTML.to_owned(),
+        &[
+            (header::CONTENT_SECURITY_POLICY, VIEWER_FRAME_CSP.to_owned()),
+            (header::REFERRER_POLICY, "no-referrer".to_owned()),
         ],
     )
 }
