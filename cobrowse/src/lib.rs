@@ -304,7 +304,8 @@ fn one_pass(policy: &Policy, html: &str, nesting: usize) -> Result<(String, Stat
     if dom.len() > MAX_NODES {
         return Err(Error::TooManyNodes { max: MAX_NODES });
     }
-    let mut r = render::Renderer::<dom::Dom>::new(policy, html.len() + 64, false, nesting);
+    let mut r =
+        render::Renderer::<dom::Dom>::new(policy, html.len() + html.len() / 8 + 64, false, nesting);
     r.push_raw("<!DOCTYPE html>");
     r.children(&dom, dom::Dom::ROOT, render::Ctx::document())?;
     let done = r.finish();

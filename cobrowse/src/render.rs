@@ -363,6 +363,32 @@ pub(crate) fn own_sensitive<'a>(
     facts(ns, lower, attrs, policy).sensitive
 }
 
+/// Every attribute name [`facts`] matches: keep in step with its `match`.
+const FACT_NAMES: [&str; 8] = [
+    "data-sensitive",
+    "data-fd-masked",
+    "type",
+    "autocomplete",
+    "name",
+    "id",
+    "rel",
+    "attributename",
+];
+
+/// Could a name of `len` bytes be one of [`FACT_NAMES`]?
+fn fact_name_len(len: usize) -> bool {
+    const MASK: u64 = {
+        let mut m = 0u64;
+        let mut i = 0;
+        while i < FACT_NAMES.len() {
+            m |= 1 << FACT_NAMES[i].len();
+            i += 1;
+        }
+        m
+    };
+    len < 64 && MASK >> len & 1 == 1
+}
+
 fn facts<'a>(
     ns: Ns,
     lower: &str,
@@ -385,8 +411,8 @@ fn facts<'a>(
     let is_link = ns == Ns::Html && lower == "link";
     let extra = &policy.extra_sensitive_names;
     for a in attrs {
-        // Only these lengths can name an attribute matched below.
-        if a.prefix != AttrPrefix::None || !matches!(a.local.len(), 2 | 3 | 4 | 12 | 13 | 14) {
+        // Only names of these lengths can match below (most attributes are skipped unread).
+        if a.prefix != AttrPrefix::None || !fact_name_len(a.local.len()) {
             continue;
         }
         with_lower(a.local, |name| match name {

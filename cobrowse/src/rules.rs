@@ -657,13 +657,33 @@ pub(crate) fn name_sensitive(value: &str, extra: &[String]) -> bool {
                 return false;
             }
             let run = &toks[i..i + k];
-            SENSITIVE_WORDS
+            let first = b[run[0].0].to_ascii_lowercase();
+            sensitive_words_of_len(total)
                 .iter()
                 .copied()
                 .chain(extra.iter().map(String::as_str))
-                .any(|w| w.len() == total && joined_eq(b, run, w.as_bytes()))
+                .any(|w| {
+                    w.len() == total && w.as_bytes()[0] == first && joined_eq(b, run, w.as_bytes())
+                })
         })
     })
+}
+
+/// The [`SENSITIVE_WORDS`] of length `len` (a test checks that this is the same list).
+fn sensitive_words_of_len(len: usize) -> &'static [&'static str] {
+    match len {
+        3 => &["cvv", "cvc", "csc", "cvn", "ssn", "pwd"],
+        4 => &["iban", "ccno"],
+        5 => &["ccnum"],
+        6 => &["cardno", "passwd"],
+        7 => &["cardnum"],
+        8 => &["ccnumber", "password"],
+        10 => &["cardnumber", "creditcard"],
+        11 => &["onetimecode"],
+        12 => &["securitycode"],
+        14 => &["socialsecurity"],
+        _ => &[],
+    }
 }
 
 /// The length of the longest of [`SENSITIVE_WORDS`].
@@ -880,6 +900,23 @@ mod tests {
         ] {
             assert!(!plain_attr(name), "{name}");
         }
+    }
+
+    #[test]
+    fn words_by_length_are_the_sensitive_words() {
+        let mut by_len: Vec<&str> = (0..=LONGEST_SENSITIVE_WORD + 1)
+            .flat_map(|n| sensitive_words_of_len(n).iter().copied())
+            .collect();
+        let mut words = SENSITIVE_WORDS.to_vec();
+        by_len.sort_unstable();
+        words.sort_unstable();
+        assert_eq!(by_len, words);
+        for n in 0..=LONGEST_SENSITIVE_WORD + 1 {
+            assert!(sensitive_words_of_len(n).iter().all(|w| w.len() == n));
+        }
+        assert!(SENSITIVE_WORDS
+            .iter()
+            .all(|w| w.bytes().all(|c| c.is_ascii_lowercase())));
     }
 
     #[test]
