@@ -26,6 +26,9 @@ const FRAME_CSP =
 // Makes masked fields visible as such to the agent.
 const FRAME_STYLE = '[data-fd-masked]{outline:2px dashed rgba(198,40,40,.55)!important;outline-offset:1px}';
 const SHADOW_ATTR = 'data-cobrowse-shadow';
+// Form controls of the replica get autocomplete="off": the agent's browser must never autofill
+// the visitor's page with the agent's own data.
+const FORM_TAGS = new Set(['input', 'textarea', 'select', 'form']);
 const XLINK_NS = 'http://www.w3.org/1999/xlink';
 const XML_NS = 'http://www.w3.org/XML/1998/namespace';
 const RESYNC_MIN_MS = 1000; // the server takes one resync per second
@@ -205,6 +208,7 @@ export class Viewer {
       sandbox: 'allow-same-origin',
       referrerpolicy: 'no-referrer',
       tabindex: '-1',
+      inert: '', // view only: no focus or input reaches the replica
       title: 'The visitor\u2019s page (view only)',
       'data-testid': 'fd-cobrowse-frame',
     });
@@ -243,10 +247,11 @@ export class Viewer {
       if (ws !== this.ws) return;
       this.failures = 0;
       this.state = 'open';
-      // Whatever we show may be old: ask for the page now.
+      // Whatever we show may be old: ask for the page (the server also asks the visitor when a
+      // viewer joins; the widget answers both with one snapshot).
       this.lastSeq = null;
       this.awaiting = true;
-      this.requestResync(true);
+      this.requestResync();
       this.updateStatus();
     };
     ws.onmessage = (ev) => {
@@ -298,7 +303,7 @@ export class Viewer {
   requestResync(now = false) {
     const ws = this.ws;
     if (!ws || ws.readyState !== 1) return; // sent on (re)connect anyway
-    const wait = now ? 0 : Math.max(0, (this.lastResyncAt || 0) + RESYNC_MIN_MS - performance.now());
+    const wait = now || this.lastResyncAt === undefined ? 0 : Math.max(0, this.lastResyncAt + RESYNC_MIN_MS - performance.now());
     if (wait > 0) {
       if (!this.timers.resync) {
         this.timers.resync = setTimeout(() => {
@@ -429,7 +434,8 @@ export class Viewer {
 
   /**
    * Adds the ids of `root` and everything under it (template contents and attached shadow roots
-   * included) to the map; returns the shadow-root templates found, outermost first.
+   * included) to the map, turns autocomplete off on its form controls, and returns the
+   * shadow-root templates found, outermost first.
    */
   index(root) {
     const shadows = [];
@@ -442,6 +448,7 @@ export class Viewer {
         if (n.nodeType === 1) {
           const id = n.getAttribute('data-fd-id');
           if (id !== null) this.nodes.set(Number(id), n);
+          if (FORM_TAGS.has(n.localName)) n.setAttribute('autocomplete', 'off');
           if (n.localName === 'template' && n.content) {
             this.templateOf.set(n.content, n);
             roots.push(n.content);
@@ -630,10 +637,12 @@ export class Viewer {
   setAttrs({ id, attrs }) {
     const e = this.element(id);
     if (!e || !attrs || typeof attrs !== 'object') return false;
+    const form = FORM_TAGS.has(e.localName);
     for (const a of Array.from(e.attributes)) {
-      if (!Object.prototype.hasOwnProperty.call(attrs, a.name)) e.removeAttribute(a.name);
+      if (!Object.prototype.hasOwnProperty.call(attrs, a.name) && !(form && a.name === 'autocomplete')) e.removeAttribute(a.name);
     }
     for (const [name, value] of Object.entries(attrs)) {
+      if (form && name === 'autocomplete') continue;
       if (typeof value !== 'string' || e.getAttribute(name) === value) continue;
       try {
         if (name.startsWith('xlink:')) e.setAttributeNS(XLINK_NS, name, value);

@@ -193,6 +193,7 @@ function serve() {
 
 const VOID = new Set(['area', 'base', 'br', 'col', 'embed', 'hr', 'img', 'input', 'link', 'meta', 'source', 'track', 'wbr']);
 const RAW = new Set(['style', 'title', 'textarea']);
+const FORM_TAGS = new Set(['input', 'textarea', 'select', 'form']);
 const DROP = new Set(['script', 'noscript']);
 const esc = (s) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 const escAttr = (s) => esc(s).replace(/"/g, '&quot;');
@@ -436,6 +437,7 @@ class MiniRelay {
       const a = this.renderedAttrs(n);
       delete a['data-fd-id'];
       delete a.sandbox;
+      if (FORM_TAGS.has(n.tag)) delete a.autocomplete; // the viewer turns it off
       let live = '';
       if (n.tag === 'input') {
         const type = (a.type || 'text').toLowerCase();
@@ -476,6 +478,7 @@ function canonDomInPage() {
     for (const at of n.attributes) a[at.name] = at.value;
     delete a['data-fd-id'];
     delete a.sandbox;
+    if (['input', 'textarea', 'select', 'form'].includes(n.localName)) delete a.autocomplete;
     let live = '';
     if (n.localName === 'input') {
       if (n.type === 'checkbox' || n.type === 'radio') live = `{c=${n.checked}}`;
@@ -723,7 +726,8 @@ async function captureChecks(browser, base) {
     d.textContent = 'y'.repeat(6 * 1024 * 1024);
     document.getElementById('fuzz').append(d);
   });
-  await sleep(2500);
+  // (Snapshots are rate-limited: a burst of 3, then one per 2 s.)
+  for (let i = 0; i < 40 && !(await host.evaluate(() => window.__frontdesk.cobrowse.skipped.snapshots)); i++) await sleep(200);
   const hugeSent = sent.slice(countBefore).some((t) => t.length > 5 * 1024 * 1024);
   const skipped = await host.evaluate(() => window.__frontdesk.cobrowse.skipped.snapshots);
   report('capture: a page over 5 MiB is not sent', !hugeSent && skipped >= 1, { skipped });
@@ -791,6 +795,8 @@ async function viewerChecks(browser, base) {
     const host = d.querySelector('x-host');
     return {
       sandbox: frame.getAttribute('sandbox'),
+      inert: frame.inert,
+      autocomplete: Array.from(d.querySelectorAll('input')).map((i) => i.getAttribute('autocomplete')).join(),
       pointerEvents: getComputedStyle(frame).pointerEvents,
       csp: !!d.querySelector('meta[http-equiv="Content-Security-Policy"]'),
       pColor: getComputedStyle(d.querySelector('p')).color,
@@ -800,7 +806,7 @@ async function viewerChecks(browser, base) {
       seq: window.__frontdesk.viewer.lastSeq,
     };
   });
-  const ok1 = r1.sandbox === 'allow-same-origin' && r1.pointerEvents === 'none' && r1.csp && r1.pColor === 'rgb(200, 0, 0)' && r1.shadow === 'in shadow' && r1.slotted === 'light' && r1.seq === 1;
+  const ok1 = r1.sandbox === 'allow-same-origin' && r1.inert && r1.autocomplete === 'off,off' && r1.pointerEvents === 'none' && r1.csp && r1.pColor === 'rgb(200, 0, 0)' && r1.shadow === 'in shadow' && r1.slotted === 'light' && r1.seq === 1;
   report('viewer: snapshot rendered in a sandboxed frame, styles and shadow root applied', ok1, { ...r1, statusBefore: status1, resyncsAtOpen: out.length });
 
   await deliver({
@@ -877,7 +883,7 @@ async function viewerChecks(browser, base) {
   // Reconnects: too slow (4011) comes back at once and asks again; call ended (4010) stops.
   await page.evaluate(() => window.__sockets[window.__sockets.length - 1].drop(4011));
   await page.waitForFunction(() => window.__sockets.length === 2 && window.__sockets[1].readyState === 1);
-  await sleep(50);
+  await sleep(1100); // resyncs stay at most one per second, reconnects included
   const resyncOnReconnect = out.filter((m) => m.type === 'resync').length > later;
   await deliver({ type: 'visitor', connected: false });
   const gone = await page.evaluate(() => window.__frontdesk.viewer.status);
@@ -1072,7 +1078,10 @@ function canonSubtree({ selector, viewer }) {
   const excluded = (e) => /(^|\s)fd-/.test(e.getAttribute('class') || '') || (e.getAttribute('id') || '').startsWith('fd-');
   const attrsOf = (e) => {
     const a = {};
-    for (const at of e.attributes) if (at.name !== 'data-fd-id' && !(e.localName === 'input' && at.name === 'value')) a[at.name] = at.value;
+    const form = ['input', 'textarea', 'select', 'form'].includes(e.localName);
+    for (const at of e.attributes) {
+      if (at.name !== 'data-fd-id' && !(e.localName === 'input' && at.name === 'value') && !(form && at.name === 'autocomplete')) a[at.name] = at.value;
+    }
     return Object.keys(a).sort().map((k) => `${k}=${JSON.stringify(a[k])}`).join(' ');
   };
   const canon = (n) => {
@@ -1156,7 +1165,18 @@ async function live(cfgPath) {
       };
     });
     const badge = await visitor.evaluate(() => !!document.querySelector('#fd-sharing'));
-    report('live: the demo page in the viewer, styled, without the widget; badge shown', !shown.widget && shown.styled && badge && shown.masked === 'card,password', { ...shown, badge, idle, firstPageMs });
+    await sleep(1000);
+    const cap = await visitor.evaluate(() => window.__frontdesk.cobrowse);
+    // The viewer's resync and the server's viewer_joined meet in one snapshot (the visitor may
+    // also have sent one before the viewer connected).
+    report('live: the demo page in the viewer, styled, without the widget; badge shown', !shown.widget && shown.styled && badge && shown.masked === 'card,password' && cap.sent.snapshots <= 2, {
+      ...shown,
+      badge,
+      idle,
+      firstPageMs,
+      snapshots: cap.sent.snapshots,
+      viewers: cap.viewers,
+    });
 
     // Random mutations on the visitor's page, through the real relay and sanitizer.
     await visitor.evaluate(() => {
@@ -1183,6 +1203,11 @@ async function live(cfgPath) {
     await waitFor('the viewer to lose the fuzz area', async () => !(await viewerHas('#fuzz')), 15000);
     await waitFor('the page again after the reload', () => viewerHas('#checkout-form'), 15000);
     report('live: a visitor reload comes back in the viewer', true, { status: await agent.evaluate(() => window.__frontdesk.viewer.status) });
+
+    // The agent reloads the console mid-call: the viewer comes back with the page.
+    await agent.reload();
+    await waitFor('the page in the viewer after a console reload', () => viewerHas('#checkout-form'), 20000);
+    report('live: a console reload comes back in the viewer', true, { status: await agent.evaluate(() => window.__frontdesk.viewer.status) });
 
     // The call ends: both sides stop.
     await agent.locator('[data-testid=fd-end]').click();
