@@ -44,7 +44,8 @@ const POLL_MS = 1000; // checks what no event reports (programmatic values, CSSO
 const FRAME_EVERY_MS = 1000; // an iframe's srcdoc is re-sent at most this often
 const MAX_DIRTY = 20000; // pending changes beyond which a fresh snapshot is cheaper
 const MAX_MESSAGES_PER_FLUSH = 8; // more than this: send a snapshot instead
-const MAX_BUFFERED = 2 * 1024 * 1024; // unsent socket bytes beyond which batches are dropped
+const MAX_BUFFERED = 1024 * 1024; // unsent socket bytes beyond which nothing more is queued
+const DRAIN_WAIT_MS = 250;
 const VIEWERS_WAIT_MS = 1000;
 const SNAPSHOT_COALESCE_MS = 50;
 const MAX_INTERNAL_ERRORS = 20; // then the capture gives up on this page // after connecting, wait this long for the viewer count
@@ -1223,11 +1224,9 @@ class Capture {
     }
     if (document.documentElement !== this.rootNode) this.needSnapshot = true;
     if (this.ws.bufferedAmount > MAX_BUFFERED) {
-      // The network is slower than the page: drop the changes, send the page again later.
-      this.stats.skipped.batches += 1;
-      this.resetDirty();
-      this.needSnapshot = true;
-      this.timers.flush = setTimeout(this.guard(() => this.flush()), 250);
+      // The network is slower than the page: keep coalescing (bounded by MAX_DIRTY, past which
+      // a snapshot replaces it all) and send once the socket has drained.
+      this.timers.flush = setTimeout(this.guard(() => this.flush()), DRAIN_WAIT_MS);
       return;
     }
     if (this.needSnapshot || this.overflow || !this.rootRec) {

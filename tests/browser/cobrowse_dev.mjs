@@ -749,6 +749,26 @@ async function captureChecks(browser, base) {
   const rowsShown = await consolePage.evaluate(() => window.__frontdesk.viewer.doc().querySelectorAll('#fuzz .row').length);
   report('capture→viewer: a page of ~30 000 nodes', big.nodes > 28000 && big.ms < 3000 && renderMs < 3000 && rowsShown === 4000, { ...big, renderMs, rowsShown });
 
+  // A backed-up socket: nothing more is queued; the coalesced changes follow once it drains.
+  const beforeJam = sent.length;
+  const snapsJam = await host.evaluate(() => window.__frontdesk.cobrowse.sent.snapshots);
+  await host.evaluate(() => {
+    window.__sockets[window.__sockets.length - 1].bufferedAmount = 8 * 1024 * 1024;
+    const t = document.getElementById('top');
+    for (let i = 0; i < 20; i++) t.setAttribute('data-jam', String(i));
+    t.append('jammed');
+  });
+  await sleep(800);
+  const whileJammed = sent.length - beforeJam;
+  await host.evaluate(() => {
+    window.__sockets[window.__sockets.length - 1].bufferedAmount = 0;
+  });
+  await sleep(600);
+  const afterJam = sent.slice(beforeJam).map((t) => JSON.parse(t));
+  const jamOk = whileJammed === 0 && afterJam.length === 1 && afterJam[0].type === 'changes' && (await host.evaluate(() => window.__frontdesk.cobrowse.sent.snapshots)) === snapsJam;
+  const attrChanges = afterJam.length ? afterJam[0].changes.filter((c) => c.type === 'attr' && c.name === 'data-jam') : [];
+  report('capture: a backed-up socket holds the coalesced changes until it drains', jamOk && attrChanges.length === 1 && attrChanges[0].value === '19', { whileJammed, after: afterJam.map((m) => m.type) });
+
   // Stop: nothing more is sent, listeners gone.
   await host.evaluate(() => window.__cap.stop());
   const n = sent.length;
