@@ -438,10 +438,12 @@ fn facts<'a>(
                 let t = t.strip_prefix("xlink:").unwrap_or(&t);
                 f.anim = if t == "href" || t == "src" {
                     Anim::Url
-                } else if t.starts_with("on") || t == "style" {
-                    Anim::Forbidden
-                } else {
+                } else if rules::animatable_harmless(t) {
                     Anim::Harmless
+                } else {
+                    // Event handlers, `style`, and any name not known to be harmless
+                    // (a fuzzer found `attributeName="hre'"` kept `values="javascript:…"`).
+                    Anim::Forbidden
                 };
             }
             _ => {}

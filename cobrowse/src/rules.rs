@@ -513,6 +513,54 @@ pub(crate) fn plain_attr(name: &str) -> bool {
     )
 }
 
+/// Presentation and geometry attributes an SVG animation may animate with its values kept
+/// (`attributeName`, lower case). Anything else but `href`/`src` (checked as URLs) loses its
+/// `values`/`to`/`from`/`by`.
+pub(crate) fn animatable_harmless(lower: &str) -> bool {
+    matches!(
+        lower,
+        "x" | "y"
+            | "x1"
+            | "y1"
+            | "x2"
+            | "y2"
+            | "cx"
+            | "cy"
+            | "r"
+            | "rx"
+            | "ry"
+            | "d"
+            | "dx"
+            | "dy"
+            | "points"
+            | "width"
+            | "height"
+            | "opacity"
+            | "fill"
+            | "fill-opacity"
+            | "stroke"
+            | "stroke-width"
+            | "stroke-opacity"
+            | "stroke-dasharray"
+            | "stroke-dashoffset"
+            | "stop-color"
+            | "stop-opacity"
+            | "offset"
+            | "color"
+            | "visibility"
+            | "display"
+            | "transform"
+            | "gradienttransform"
+            | "patterntransform"
+            | "viewbox"
+            | "font-size"
+            | "letter-spacing"
+            | "startoffset"
+            | "rotate"
+            | "pathlength"
+    )
+}
+
 /// Attribute values replaced by the mask on a masked element (besides `aria-*` and `data-*`).
 pub(crate) fn maskable_attr(lower: &str) -> bool {
     matches!(
@@ -527,7 +575,9 @@ pub(crate) fn maskable_attr(lower: &str) -> bool {
 /// cc-number` counts).
 pub(crate) fn autocomplete_sensitive(value: &str) -> bool {
     value.split_ascii_whitespace().any(|t| {
-        (t.len() > 3 && t[..3].eq_ignore_ascii_case("cc-"))
+        // Bytes, not `&t[..3]`: a token may start with a multi-byte character (a fuzzer
+        // found the panic).
+        (t.len() > 3 && t.as_bytes()[..3].eq_ignore_ascii_case(b"cc-"))
             || t.eq_ignore_ascii_case("current-password")
             || t.eq_ignore_ascii_case("new-password")
             || t.eq_ignore_ascii_case("one-time-code")
@@ -646,27 +696,29 @@ pub(crate) fn name_sensitive(value: &str, extra: &[String]) -> bool {
         .iter()
         .map(String::len)
         .fold(LONGEST_SENSITIVE_WORD, usize::max);
-    (0..n).any(|i| {
+    for i in 0..n {
         // The joined length of the run grows with `k`: only words of exactly that length can
         // match, and none is longer than `longest`.
         let mut total = 0;
-        (1..=3).filter(|k| i + k <= n).any(|k| {
+        for k in 1..=3.min(n - i) {
             let (s, e) = toks[i + k - 1];
             total += e - s;
             if total > longest {
-                return false;
+                break;
             }
             let run = &toks[i..i + k];
             let first = b[run[0].0].to_ascii_lowercase();
-            sensitive_words_of_len(total)
-                .iter()
-                .copied()
-                .chain(extra.iter().map(String::as_str))
-                .any(|w| {
-                    w.len() == total && w.as_bytes()[0] == first && joined_eq(b, run, w.as_bytes())
-                })
-        })
-    })
+            let matches = |w: &str| {
+                w.len() == total && w.as_bytes()[0] == first && joined_eq(b, run, w.as_bytes())
+            };
+            if sensitive_words_of_len(total).iter().any(|w| matches(w))
+                || extra.iter().any(|w| matches(w))
+            {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// The [`SENSITIVE_WORDS`] of length `len` (a test checks that this is the same list).

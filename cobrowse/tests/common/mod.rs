@@ -75,20 +75,39 @@ pub fn is_url_attribute(name: &str) -> bool {
             | "profile"
             | "classid"
             | "archive"
-    ) || name.ends_with(":href")
-        || name.ends_with("href")
+    )
 }
 
 /// Dangerous CSS.
+///
+/// Where each construct can act: a script scheme as a value (after `(`, a quote or `:`, as in
+/// `url(javascript:…)`, never as a property name like `vbscript:ex`), `expression(`, `@import`,
+/// the `-moz-binding`/`behavior` properties, and escapes of `url(`. (The fuzzer found that plain
+/// substring checks flagged inert text such as the unknown property `usht: e-moz-bindingi`.)
 pub fn dangerous_css(v: &str) -> bool {
     let s = squash(v);
-    s.contains("javascript:")
-        || s.contains("vbscript:")
+    let scheme_as_value = ["javascript:", "vbscript:", "livescript:"].iter().any(|p| {
+        s.match_indices(p).any(|(i, _)| {
+            matches!(
+                s[..i].chars().next_back(),
+                Some('(' | '\'' | '"' | ':' | ',')
+            )
+        })
+    });
+    let property = |name: &str| {
+        s.match_indices(name).any(|(i, _)| {
+            s[i + name.len()..].starts_with(':')
+                && (i == 0 || matches!(s[..i].chars().next_back(), Some(';' | '{')))
+        })
+    };
+    scheme_as_value
         || s.contains("expression(")
         || s.contains("@import")
-        || s.contains("-moz-binding")
-        || s.contains("behavior")
-        || s.contains("\\75")
+        || property("-moz-binding")
+        || property("behavior")
+        || property("-ms-behavior")
+        || s.contains("\\75rl(")
+        || s.contains("\\55rl(")
 }
 
 /// Everything that must never be in a sanitized output, checked on an independent parse of it
@@ -158,7 +177,12 @@ fn walk(node: &Handle, problems: &mut Vec<String>, nesting: usize) {
             if an == "srcset" && v.split(',').any(dangerous_url) {
                 problems.push(format!("dangerous srcset {v}"));
             }
-            if matches!(an.as_str(), "values" | "to" | "from" | "by")
+            let animation = matches!(
+                local.as_str(),
+                "animate" | "set" | "animatemotion" | "animatetransform"
+            );
+            if animation
+                && matches!(an.as_str(), "values" | "to" | "from" | "by")
                 && squash(v).contains("javascript:")
             {
                 problems.push(format!("animation value {v}"));
