@@ -4,7 +4,8 @@
 // and renders AgentFrames the way PROTOCOL.md describes them).
 //
 //   node tests/browser/cobrowse_dev.mjs [--seeds N] [--steps N] [--verbose]
-//   node tests/browser/cobrowse_dev.mjs --server cfg.json   (a running server, see `live` below)
+//   node tests/browser/cobrowse_dev.mjs --server cfg.json [--screenshot DIR]   (a running server,
+//             see `live` below; --screenshot saves the console and the visitor's page)
 //
 // Checks:
 //   capture   snapshot shape (pre-order, ids, placeholders, no script text, absolute URLs, the
@@ -1197,6 +1198,17 @@ async function live(cfgPath) {
       snapshots: cap.sent.snapshots,
       viewers: cap.viewers,
     });
+
+    if (args.includes('--screenshot')) {
+      // The console and the visitor's page side by side, for a look (pointer dot included).
+      await visitor.mouse.move(400, 300);
+      await visitor.mouse.down();
+      await visitor.mouse.up();
+      await sleep(300);
+      const dir = args[args.indexOf('--screenshot') + 1];
+      await agent.screenshot({ path: path.join(dir, 'cobrowse-console.png') });
+      await visitor.screenshot({ path: path.join(dir, 'cobrowse-visitor.png') });
+    }
 
     // Random mutations on the visitor's page, through the real relay and sanitizer.
     await visitor.evaluate(() => {
