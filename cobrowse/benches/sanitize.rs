@@ -171,9 +171,21 @@ fn relay_batch(c: &mut Criterion) {
 
 criterion_group!(benches, documents, relay_batch);
 
+/// Time this thread has spent on a CPU, in ns (Linux `schedstat`): unlike wall-clock time, it
+/// does not count the time other processes hold the CPU.
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// `COBROWSE_BENCH_ONE=<ours|ammonia|parse>:<bytes>:<iterations>` runs just that, without
-/// criterion (for `valgrind --tool=callgrind`, whose instruction counts do not depend on how
-/// busy the machine is); otherwise the criterion benches.
+/// criterion, and prints its throughput by wall-clock and by on-CPU time (for `valgrind
+/// --tool=callgrind`, whose instruction counts do not depend on how busy the machine is, and
+/// for a busy machine); otherwise the criterion benches.
 ///
 /// `COBROWSE_BENCH_DUMP=<out_dir>:<input>...` writes the sanitized form (or the error) of every
 /// generated page, every line of each input that is a file, and every file of each input that
@@ -233,6 +245,7 @@ fn main() {
         let html = page(size);
         let policy = Policy::default();
         let t = Instant::now();
+        let cpu = thread_cpu_ns();
         let mut out = 0usize;
         for _ in 0..iters {
             out += match which.as_str() {
@@ -244,10 +257,13 @@ fn main() {
             };
         }
         let secs = t.elapsed().as_secs_f64();
+        let cpu_secs = thread_cpu_ns().zip(cpu).map(|(b, a)| (b - a) as f64 / 1e9);
+        let mibs = |s: f64| (html.len() * iters) as f64 / s / (1024.0 * 1024.0);
         eprintln!(
-            "{which} {} bytes x {iters}: {:.1} MiB/s (output {out})",
+            "{which} {} bytes x {iters}: {:.1} MiB/s wall, {} MiB/s on-CPU (output {out})",
             html.len(),
-            (html.len() * iters) as f64 / secs / (1024.0 * 1024.0)
+            mibs(secs),
+            cpu_secs.map_or_else(|| "?".to_string(), |c| format!("{:.1}", mibs(c)))
         );
         return;
     }

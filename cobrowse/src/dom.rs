@@ -81,8 +81,13 @@ impl Dom {
 pub(crate) fn parse_document(html: &str) -> Dom {
     // Realistic markup has a node every 16–30 bytes and an element every 30–60: room for
     // about twice that, so that the arena seldom grows (a growth copies it all).
-    let mut names = Vec::with_capacity(html.len() / 24 + 16);
-    names.push(QualName::new(None, ns!(html), LocalName::from("")));
+    let mut names = Names {
+        of_node: Vec::with_capacity(html.len() / 12 + 16),
+        names: Vec::with_capacity(html.len() / 24 + 16),
+    };
+    names
+        .names
+        .push(QualName::new(None, ns!(html), LocalName::from("")));
     let sink = Sink {
         arena: RefCell::new(Arena {
             nodes: Vec::with_capacity(html.len() / 12 + 16),
@@ -105,6 +110,14 @@ pub(crate) fn parse_document(html: &str) -> Dom {
     html5ever::parse_document(sink, opts).one(StrTendril::from_slice(html))
 }
 
+/// Element names, and where to find a node's without looking at the node.
+struct Names {
+    /// Index into `names` by node id (0, the placeholder, for a node that is not an element;
+    /// ids past the end are not elements either).
+    of_node: Vec<u32>,
+    names: Vec<QualName>,
+}
+
 struct Arena {
     nodes: Vec<Node>,
     elems: Vec<Element>,
@@ -115,7 +128,7 @@ struct Sink {
     /// [`Dom::names`], in a cell of their own: the tree builder holds a name (a [`Ref`]) only
     /// briefly, and only `create_element` borrows this cell mutably, which the tree builder never
     /// calls while it looks at a name.
-    names: RefCell<Vec<QualName>>,
+    names: RefCell<Names>,
     /// See [`Dom::irregular`].
     quirks: Cell<bool>,
 }
@@ -221,7 +234,7 @@ impl TreeSink for Sink {
         Dom {
             nodes: a.nodes,
             elems: a.elems,
-            names: self.names.into_inner(),
+            names: self.names.into_inner().names,
             irregular: self.quirks.get(),
         }
     }
@@ -234,11 +247,10 @@ impl TreeSink for Sink {
 
     fn elem_name<'a>(&'a self, target: &'a u32) -> Ref<'a, QualName> {
         // The tree builder only asks for element names; answer the inert placeholder otherwise.
-        let i = match self.arena.borrow().nodes[*target as usize].data {
-            Data::Element(e) => e as usize + 1,
-            _ => 0,
-        };
-        Ref::map(self.names.borrow(), |n| &n[i])
+        Ref::map(self.names.borrow(), |n| {
+            let i = n.of_node.get(*target as usize).copied().unwrap_or(0);
+            &n.names[i as usize]
+        })
     }
 
     fn create_element(&self, name: QualName, attrs: Vec<Attribute>, flags: ElementFlags) -> u32 {
@@ -260,7 +272,6 @@ impl TreeSink for Sink {
         let mut a = self.arena.borrow_mut();
         let e =
             u32::try_from(a.elems.len()).expect("arena index fits in u32: input is at most 5 MiB");
-        self.names.borrow_mut().push(name);
         a.elems.push(Element {
             ns,
             attrs,
@@ -270,6 +281,10 @@ impl TreeSink for Sink {
         let id =
             u32::try_from(a.nodes.len()).expect("arena index fits in u32: input is at most 5 MiB");
         a.nodes.push(Node::new(Data::Element(e)));
+        let mut n = self.names.borrow_mut();
+        n.of_node.resize(id as usize, 0);
+        n.of_node.push(e + 1);
+        n.names.push(name);
         id
     }
 

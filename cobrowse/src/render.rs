@@ -942,7 +942,6 @@ impl<'p, S: Source> Renderer<'p, S> {
         } else {
             Live::default()
         };
-        let mut qname_buf = [0u8; 80];
         for a in src.attrs(id) {
             // Fast path: the commonest attributes, which no rule below changes on an unmasked
             // element (see `rules::plain_attr` and its test).
@@ -961,9 +960,11 @@ impl<'p, S: Source> Renderer<'p, S> {
                 continue;
             };
             let key_owned;
+            let mut qname_buf;
             let key: &str = if a.prefix == AttrPrefix::None && !upper {
                 a.local
             } else {
+                qname_buf = [0u8; 80];
                 let p = a.prefix.as_str();
                 let total = p.len() + a.local.len();
                 if total <= qname_buf.len() {

@@ -31,7 +31,7 @@ pub(crate) fn clean(raw: &str) -> Cow<'_, str> {
         j -= 1;
     }
     let t = &raw[i..j];
-    if t.bytes().any(|b| matches!(b, b'\t' | b'\n' | b'\r')) {
+    if has_tab_or_newline(t.as_bytes()) {
         Cow::Owned(
             t.chars()
                 .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
@@ -40,6 +40,19 @@ pub(crate) fn clean(raw: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(t)
     }
+}
+
+/// Does `b` hold an ASCII tab, LF or CR? (16-byte blocks are compared at once.)
+fn has_tab_or_newline(b: &[u8]) -> bool {
+    let is = |c: u8| (c == b'\t') | (c == b'\n') | (c == b'\r');
+    let mut blocks = b.chunks_exact(16);
+    for block in &mut blocks {
+        let block: &[u8; 16] = block.try_into().expect("a 16-byte chunk");
+        if block.iter().fold(0u8, |m, &c| m | u8::from(is(c))) != 0 {
+            return true;
+        }
+    }
+    blocks.remainder().iter().any(|&c| is(c))
 }
 
 /// The scheme of a cleaned URL (as written, not lowercased), or `None` for a relative URL.
