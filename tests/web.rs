@@ -33,7 +33,7 @@ async fn every_asset_is_served_with_its_type_and_no_cache() {
     let org = s.org("webshop", 2).await;
     let key = org.created.widget_key.clone();
     let demo = format!("/demo?key={key}");
-    let assets: [(&str, &str, &str); 9] = [
+    let assets: [(&str, &str, &str); 11] = [
         (
             "/widget.js",
             "application/javascript",
@@ -53,6 +53,16 @@ async fn every_asset_is_served_with_its_type_and_no_cache() {
             "/web/login.js",
             "application/javascript",
             "frontdesk.agent_token",
+        ),
+        (
+            "/web/cobrowse.js",
+            "application/javascript",
+            "export function startCapture",
+        ),
+        (
+            "/web/viewer.js",
+            "application/javascript",
+            "export class Viewer",
         ),
         ("/web/style.css", "text/css", ".ring"),
         ("/web/demo.css", "text/css", ".product"),
@@ -104,6 +114,21 @@ async fn every_asset_is_served_with_its_type_and_no_cache() {
         f.body
     );
     assert!(!f.body.contains("{{"), "a placeholder is left");
+    // The co-browse viewer's frame: no script of any kind, no forms, only inside the console.
+    let f = fetch(&s, "/agent/cobrowse-frame").await;
+    assert_eq!(f.status, 200);
+    let csp = header(&f, "content-security-policy");
+    for part in [
+        "default-src 'none'",
+        "form-action 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'self'",
+    ] {
+        assert!(csp.contains(part), "frame CSP lacks {part:?}: {csp}");
+    }
+    assert!(!csp.contains("script-src"), "{csp}");
+    assert!(!f.body.contains("<script"), "{}", f.body);
+    assert_eq!(header(&f, "referrer-policy"), "no-referrer");
     s.stop().await;
 }
 

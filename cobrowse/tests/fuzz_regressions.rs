@@ -42,5 +42,10 @@ fn every_past_fuzz_finding_passes_the_fuzz_checks() {
         }
     }
     assert!(n > 0, "no inputs in {}", dir.display());
-    assert!(failures.is_empty(), "{} of {n}:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {n}:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -12,6 +12,11 @@
 //              flows again is measured | "path": after the line {"phase":"flowing"}, whoever runs
 //              this changes the network path; the stall and the recovery are measured
 //   seconds    how long media is measured (default 5)
+//   cobrowse   after media flows, the visitor types into the demo's checkout form (name, card,
+//              password, then a show-password toggle) and the agent's co-browse viewer must show
+//              the name and mask the rest, while no frame the agent page receives holds a
+//              secret; then `cobrowse_seconds` (default 10) of scripted browsing (scrolling,
+//              pointer moves, typing, a product highlighted) measure what reaches the agent
 //   external_visitor  only the agent console runs here: after {"phase":"agent_ready"} another
 //              program (tests/peers/aiortc_visitor.py) places the call; the console accepts it,
 //              measures the video and audio it receives, and waits for the visitor to end it
@@ -57,6 +62,8 @@ function readConfig(arg) {
     restart,
     seconds: Number(c.seconds ?? 5),
     externalVisitor: c.external_visitor === true,
+    cobrowse: c.cobrowse === true,
+    cobrowseSeconds: Number(c.cobrowse_seconds ?? 10),
   };
 }
 
@@ -137,6 +144,19 @@ async function main() {
       return page;
     };
     const agent = (pages.agent = await open('agent'));
+    // Every WebSocket frame the agent's page receives, for the co-browse checks: the secrets
+    // typed on the visitor's page must never be in one.
+    const agentFrames = { count: 0, bytes: 0, cobrowseBytes: 0, leaks: [] };
+    agent.on('websocket', (ws) => {
+      const isCobrowse = ws.url().includes('/v1/cobrowse');
+      ws.on('framereceived', ({ payload }) => {
+        const text = typeof payload === 'string' ? payload : payload.toString('utf8');
+        agentFrames.count += 1;
+        agentFrames.bytes += Buffer.byteLength(text);
+        if (isCobrowse) agentFrames.cobrowseBytes += Buffer.byteLength(text);
+        for (const secret of SECRETS) if (text.includes(secret)) agentFrames.leaks.push(secret);
+      });
+    });
     const visitor = (pages.visitor = await open('visitor'));
     const signalOpen = (page) => page.evaluate(() => !!window.__frontdesk && window.__frontdesk.state.signal === 'open');
 
@@ -200,6 +220,11 @@ async function main() {
       agent: rate(first.agent, second.agent, 'framesDecoded'),
       visitor: rate(first.visitor, second.visitor, 'framesDecoded'),
     };
+
+    if (cfg.cobrowse) {
+      step = 'co-browse';
+      Object.assign(figures, await cobrowse(agent, visitor, agentFrames, cfg, problems));
+    }
 
     if (cfg.restart === 'page') {
       step = 'forced ICE restart';
@@ -285,6 +310,80 @@ async function endCall(page) {
   if (!(await end.isVisible())) return;
   await end.click({ timeout: 2000 });
   await waitFor('call_ended after a failure', () => hasEvent(page, 'call_ended'), 5000);
+}
+
+// What the visitor types into the card and password fields (and the toggled password).
+const CARD = '4242 4242 4242 4242';
+const SECRETS = ['4242 4242', '42424242', 'hunter2'];
+
+/** The agent's co-browse viewer document (the sandboxed iframe; same origin, no scripts). */
+function viewerValue(agent, id) {
+  return agent.evaluate((id) => {
+    const frame = document.querySelector('#fd-cobrowse iframe');
+    const doc = frame && frame.contentDocument;
+    const el = doc && doc.getElementById(id);
+    return el ? { value: el.value, masked: el.hasAttribute('data-fd-masked') } : null;
+  }, id);
+}
+
+/**
+ * The visitor types into the checkout form; the agent's viewer shows the name and masks the
+ * card and the password; no frame the agent page received holds a secret. Then scripted
+ * browsing measures the co-browse traffic to the agent.
+ */
+async function cobrowse(agent, visitor, agentFrames, cfg, problems) {
+  const figures = {};
+  await waitFor('the viewer to show the page', async () => (await viewerValue(agent, 'name')) !== null, 15000);
+  const t0 = Date.now();
+  await visitor.locator('#name').pressSequentially('Ada Lovelace', { delay: 20 });
+  await visitor.locator('#card').pressSequentially(CARD, { delay: 20 });
+  await visitor.locator('#password').pressSequentially('hunter2-typed', { delay: 20 });
+  // "Show password", then more typing: the field stays masked (sticky on the server).
+  await visitor.evaluate(() => {
+    document.getElementById('password').type = 'text';
+  });
+  await visitor.locator('#password').fill('hunter2-shown');
+  await waitFor('the typed name in the viewer', async () => (await viewerValue(agent, 'name'))?.value === 'Ada Lovelace', 10000);
+  figures.cobrowse_typing_to_viewer_ms = Date.now() - t0;
+  await sleep(500);
+  const seen = {};
+  for (const id of ['name', 'card', 'password']) seen[id] = await viewerValue(agent, id);
+  figures.cobrowse_viewer = seen;
+  for (const id of ['card', 'password']) {
+    const v = seen[id];
+    if (!v || !v.masked) problems.push(`co-browse: #${id} is not masked in the viewer (${JSON.stringify(v)})`);
+    if (v && SECRETS.some((s) => v.value.includes(s))) problems.push(`co-browse: #${id} shows a secret in the viewer`);
+  }
+  // Nothing in the viewer can run: it is sandboxed without allow-scripts.
+  const sandbox = await agent.evaluate(() => document.querySelector('#fd-cobrowse iframe')?.getAttribute('sandbox'));
+  figures.cobrowse_sandbox = sandbox;
+  if (sandbox === null || sandbox.includes('allow-scripts')) problems.push(`co-browse: viewer iframe sandbox is ${JSON.stringify(sandbox)}`);
+
+  // Scripted browsing: what a minute of an interactive page costs the agent's link.
+  const before = agentFrames.cobrowseBytes;
+  const start = Date.now();
+  const end = start + cfg.cobrowseSeconds * 1000;
+  let i = 0;
+  while (Date.now() < end) {
+    i += 1;
+    await visitor.mouse.move(100 + ((i * 37) % 600), 100 + ((i * 53) % 400), { steps: 4 });
+    if (i % 5 === 0) await visitor.mouse.wheel(0, i % 10 === 0 ? -300 : 300);
+    if (i % 7 === 0) await visitor.locator('#email').pressSequentially('a', { delay: 30 });
+    if (i % 11 === 0) {
+      await visitor.evaluate((n) => {
+        const p = document.querySelectorAll('.product')[n % 3];
+        document.querySelectorAll('.product').forEach((e) => e.classList.remove('picked'));
+        p.classList.add('picked');
+      }, i);
+    }
+    await sleep(100);
+  }
+  const seconds = (Date.now() - start) / 1000;
+  figures.cobrowse_kb_per_min = Math.round((((agentFrames.cobrowseBytes - before) / 1000) * 60 * 10) / seconds) / 10;
+  figures.cobrowse_frames_to_agent = agentFrames.count;
+  if (agentFrames.leaks.length) problems.push(`co-browse: secrets reached the agent's page: ${[...new Set(agentFrames.leaks)].join(', ')}`);
+  figures.cobrowse_leaks = agentFrames.leaks.length;
+  return figures;
 }
 
 function rate(a, b, field) {
