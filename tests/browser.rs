@@ -443,9 +443,12 @@ async fn breaking_the_path_mid_call_restarts_ice_and_video_resumes() {
         last["restarts"]
     );
     // The clients notice that no RTP arrives within 2 s, restart ICE (again after 1 s while
-    // the path is still down), and video flows within 5 s of the path coming back.
+    // the path is still down), and video flows again soon after the path comes back: at worst
+    // an attempt that started while it was down times out (3 s), the next follows after its
+    // backoff, and ICE + DTLS complete (measured 3.0 s on a quiet machine, 6.0 s with a
+    // fuzzer and a second CI run beside it). A path that never recovers fails the harness.
     assert!(
-        outage < broken_for + Duration::from_secs(5),
+        outage < broken_for + Duration::from_secs(10),
         "video stalled {outage:?} for a path broken {broken_for:?}"
     );
     for name in ["agent", "visitor"] {
