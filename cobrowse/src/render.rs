@@ -452,6 +452,9 @@ fn facts<'a>(
     f
 }
 
+/// `<` in a style sheet, as a CSS escape of all six hex digits (complete without a space).
+const LT_ESCAPE: &str = "\\00003c";
+
 /// Escape text content.
 pub(crate) fn escape_text(out: &mut String, s: &str) {
     escape(out, s, false)
@@ -907,14 +910,16 @@ impl<'p, S: Source> Renderer<'p, S> {
                 let css = css::sanitize_stylesheet(&text, &ctx, &mut self.stats);
                 if e.ns == Ns::Html {
                     // Raw text: `<` can never appear, so nothing can close the element early
-                    // or become markup in another namespace.
+                    // or become markup in another namespace. The six-digit escape needs no
+                    // terminating space, which a later pass could trim (`\3c {` became
+                    // `\3c{`: a fuzzer found the round trip unstable).
                     if css.contains('<') {
-                        self.out.push_str(&css.replace('<', "\\3c "));
+                        self.out.push_str(&css.replace('<', LT_ESCAPE));
                     } else {
                         self.out.push_str(&css);
                     }
                 } else {
-                    escape_text(&mut self.out, &css.replace('<', "\\3c "));
+                    escape_text(&mut self.out, &css.replace('<', LT_ESCAPE));
                 }
             }
             _ => {
