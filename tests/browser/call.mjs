@@ -23,31 +23,13 @@
 //
 // Prints one JSON line per side and a final {"ok": true|false, ...}; exits 1 when not ok.
 
-import { chromium } from 'playwright-core';
-import { readFileSync } from 'node:fs';
+import { launch, MEDIA_ARGS, out, sleep, readJsonArg } from './chromium.mjs';
 
-const CHROMIUM_ARGS = [
-  '--headless=new',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-  '--autoplay-policy=no-user-gesture-required',
-];
 const POLL_MS = 200;
 
-const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function readConfig(arg) {
-  if (!arg) throw new Error('usage: node call.mjs <json config or file>');
-  const text = arg.trim().startsWith('{') ? arg : readFileSync(arg, 'utf8');
-  const c = JSON.parse(text);
+  const c = readJsonArg(arg, 'node call.mjs <json config or file>');
   for (const k of ['base_url', 'agent_token', 'widget_key']) {
     if (typeof c[k] !== 'string' || !c[k]) throw new Error(`config: ${k} is required`);
   }
@@ -122,7 +104,7 @@ async function main() {
   const cfg = readConfig(process.argv[2]);
   const figures = { restart: cfg.restart, relay: cfg.relay };
   let step = 'launch';
-  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
+  const browser = await launch(MEDIA_ARGS);
   const problems = [];
   const pages = {};
   const first = {};

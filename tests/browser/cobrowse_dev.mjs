@@ -28,7 +28,7 @@
 //
 // Prints one JSON line per check and exits 1 when one fails.
 
-import { chromium } from 'playwright-core';
+import { launch, MEDIA_ARGS, sleep } from './chromium.mjs';
 import http from 'node:http';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -44,7 +44,6 @@ const opt = (name, dflt) => {
 const SEEDS = opt('--seeds', 6);
 const STEPS = opt('--steps', 150);
 const VERBOSE = args.includes('--verbose');
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const MASK = '\u2022'.repeat(8);
 
 // The console's policy (src/web.rs `csp`) and the viewer frame's.
@@ -1129,10 +1128,7 @@ function canonSubtree({ selector, viewer }) {
 async function live(cfgPath) {
   const cfg = JSON.parse(readFileSync(cfgPath, 'utf8'));
   const base = cfg.base_url.replace(/\/+$/, '');
-  const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', '--autoplay-policy=no-user-gesture-required'],
-  });
+  const browser = await launch(MEDIA_ARGS);
   const errors = [];
   const open = async (side) => {
     const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
@@ -1266,10 +1262,7 @@ async function main() {
   }
   const server = await serve();
   const base = `http://127.0.0.1:${server.address().port}`;
-  const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  const browser = await launch();
   try {
     await captureChecks(browser, base);
     await viewerChecks(browser, base);

@@ -23,30 +23,15 @@
 // Prints one JSON line per page, then {"ok": true, "pages": N, "ms": …}; exits 1 on a harness
 // error (a page that does not load is reported in its line, not an error).
 
-import { chromium } from 'playwright-core';
-import { readFileSync } from 'node:fs';
+import { launch, out, sleep, readJsonArg } from './chromium.mjs';
 
-const CHROMIUM_ARGS = [
-  '--headless=new',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  // Every host but 127.0.0.1 fails to resolve: nothing leaves the machine, whatever a vector names.
-  '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
-];
+// Every host but 127.0.0.1 fails to resolve: nothing leaves the machine, whatever a vector names.
+const NO_DNS = '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1';
 const MAX_CLICKS = 40;
 
-const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function readConfig(arg) {
-  if (!arg) throw new Error('usage: node xss.mjs <json config or file>');
-  const text = arg.trim().startsWith('{') ? arg : readFileSync(arg, 'utf8');
-  const c = JSON.parse(text);
+  const c = readJsonArg(arg, 'node xss.mjs <json config or file>');
   if (typeof c.base !== 'string' || !Array.isArray(c.paths)) throw new Error('config: base and paths are required');
   return {
     base: c.base.replace(/\/+$/, ''),
@@ -150,7 +135,7 @@ async function openTab(context, ours) {
 async function main() {
   const started = Date.now();
   const cfg = readConfig(process.argv[2]);
-  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
+  const browser = await launch([NO_DNS]);
   try {
     // A context of its own for the unsanitized controls and for the sanitized pages.
     const contexts = { raw: await browser.newContext(), page: await browser.newContext() };
