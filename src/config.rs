@@ -119,6 +119,9 @@ pub struct ServerArgs {
     /// Lifetime of the TURN credentials handed out at each join, in seconds.
     #[arg(long, env = "FRONTDESK_TURN_TTL", default_value = "28800")]
     pub turn_ttl: String,
+    /// Most supervisors' watch peers (`watch_offer`) one call may have at once, 0 to 256.
+    #[arg(long, env = "FRONTDESK_MEDIA_MAX_WATCHERS", default_value = "8")]
+    pub media_max_watchers: String,
     /// Sender of notification emails.
     #[arg(
         long,
@@ -255,6 +258,8 @@ pub struct MediaConfig {
     pub turn_urls: Vec<String>,
     pub turn_secret: Option<Secret>,
     pub turn_ttl: Duration,
+    /// Most watchers per call.
+    pub max_watchers: usize,
 }
 
 /// Stripe's API, for admin billing actions.
@@ -570,12 +575,28 @@ fn resolve_media(
         60,
         7 * 86_400,
     )?);
+    let max_watchers = args
+        .media_max_watchers
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n <= MAX_WATCHERS_LIMIT)
+        .ok_or_else(|| {
+            bad(
+                "FRONTDESK_MEDIA_MAX_WATCHERS",
+                format!(
+                    "must be a whole number from 0 to {MAX_WATCHERS_LIMIT} (got {:?})",
+                    args.media_max_watchers
+                ),
+            )
+        })?;
     Ok(MediaConfig {
         udp,
         public_ips,
         turn_urls,
         turn_secret,
         turn_ttl,
+        max_watchers,
     })
 }
 
@@ -613,6 +634,9 @@ pub fn read_secret(env: Env<'_>, name: &'static str) -> Result<Option<Secret>, C
         (None, None) => Ok(None),
     }
 }
+
+/// The highest `FRONTDESK_MEDIA_MAX_WATCHERS` accepted.
+const MAX_WATCHERS_LIMIT: usize = 256;
 
 fn parse_seconds(var: &'static str, v: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
     v.trim()

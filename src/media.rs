@@ -7,7 +7,7 @@
 //! browser closes the connection, or its media has been down for [`DOWN_LIMIT`].
 
 use crate::config::{MediaConfig, Secret};
-use frontdesk_domain::CallId;
+use frontdesk_domain::{CallId, OrgId};
 use frontdesk_sfu::{PeerId, RoomId, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats};
 use frontdesk_signaling::wire::{IceServer, Side};
 use std::collections::HashMap;
@@ -39,6 +39,10 @@ pub enum Notice {
     RestartRequest,
     /// Both sides' media is connected (for the first time in this call).
     BothConnected,
+    /// A watch of this connection is over (its call ended); its peer is gone.
+    WatchEnded {
+        watch: u32,
+    },
 }
 
 /// Why a media request failed.
@@ -48,6 +52,8 @@ pub enum MediaError {
     Sfu(#[from] SfuError),
     #[error("the media server is not running or is overloaded")]
     Unavailable,
+    #[error("the call already has {0} watchers, the most allowed")]
+    TooManyWatchers(usize),
 }
 
 impl MediaError {
@@ -55,6 +61,7 @@ impl MediaError {
         match self {
             MediaError::Sfu(e) => e.code(),
             MediaError::Unavailable => "media_unavailable",
+            MediaError::TooManyWatchers(_) => "too_many_watchers",
         }
     }
 }
@@ -90,12 +97,32 @@ enum Cmd {
         call: CallId,
         side: Side,
     },
-    /// A connection entered the call: it hears the call's notices from now on.
+    /// A connection entered the call: it hears the call's notices from now on. Its org is
+    /// the call's, which watchers must share.
     Attach {
         call: CallId,
+        org: OrgId,
         side: Side,
         token: u64,
         notices: NoticeTx,
+    },
+    /// A connection of `org` (a supervisor) watches the call: a receive-only peer of its own,
+    /// named by the connection's `token` and its `watch` number. An offer for an existing
+    /// watch renegotiates it.
+    Watch {
+        call: CallId,
+        org: OrgId,
+        token: u64,
+        watch: u32,
+        sdp: String,
+        notices: NoticeTx,
+        reply: Reply<String>,
+    },
+    /// The watch is over (the supervisor stopped it or its connection closed).
+    Unwatch {
+        call: CallId,
+        token: u64,
+        watch: u32,
     },
     /// The connection closed: it stops hearing notices (the peer stays: the page may be back).
     Detach {
@@ -136,6 +163,9 @@ pub struct MediaHandle {
     next_token: Arc<AtomicU64>,
 }
 
+/// The watchers a call may have at once unless configured otherwise.
+pub const DEFAULT_MAX_WATCHERS: usize = 8;
+
 impl MediaHandle {
     /// Binds the socket and starts the loop on a thread of its own.
     pub fn start(config: &MediaConfig) -> std::io::Result<MediaHandle> {
@@ -151,6 +181,7 @@ impl MediaHandle {
                 candidates: candidates.clone(),
             },
         );
+        let max_watchers = config.max_watchers;
         let loop_metrics = metrics.clone();
         std::thread::Builder::new()
             .name("frontdesk-media".into())
@@ -161,7 +192,7 @@ impl MediaHandle {
                     .expect("a current-thread runtime builds with default settings");
                 rt.block_on(async move {
                     match tokio::net::UdpSocket::from_std(std_socket) {
-                        Ok(socket) => run(sfu, socket, rx, loop_metrics).await,
+                        Ok(socket) => run(sfu, max_watchers, socket, rx, loop_metrics).await,
                         Err(e) => tracing::error!(error = %e, "media socket unusable"),
                     }
                 });
@@ -264,13 +295,41 @@ impl MediaHandle {
         let _ = self.tx.try_send(Cmd::Failed { call, side });
     }
 
-    pub fn attach(&self, call: CallId, side: Side, token: u64, notices: NoticeTx) {
+    pub fn attach(&self, call: CallId, org: OrgId, side: Side, token: u64, notices: NoticeTx) {
         let _ = self.tx.try_send(Cmd::Attach {
             call,
+            org,
             side,
             token,
             notices,
         });
+    }
+
+    /// Starts or renegotiates watch `watch` of connection `token` on `call`, which must be a
+    /// call of `org` whose participants are in it; returns the SDP answer.
+    pub async fn watch(
+        &self,
+        call: CallId,
+        org: OrgId,
+        token: u64,
+        watch: u32,
+        sdp: String,
+        notices: NoticeTx,
+    ) -> Result<String, MediaError> {
+        self.ask(|reply| Cmd::Watch {
+            call,
+            org,
+            token,
+            watch,
+            sdp,
+            notices,
+            reply,
+        })
+        .await
+    }
+
+    pub fn unwatch(&self, call: CallId, token: u64, watch: u32) {
+        let _ = self.tx.try_send(Cmd::Unwatch { call, token, watch });
     }
 
     pub fn detach(&self, call: CallId, side: Side, token: u64) {
@@ -316,6 +375,8 @@ fn primary_ip() -> Option<IpAddr> {
 struct PeerState {
     call: Option<CallId>,
     side: Option<Side>,
+    /// A watcher's connection token and watch number (`side` is then `None`).
+    watch: Option<(u64, u32)>,
     connected_once: bool,
     /// Media is down (consent failed) or an ICE restart is under way, since then.
     down_since: Option<Instant>,
@@ -329,6 +390,12 @@ struct Loop {
     listeners: HashMap<(CallId, Side), (u64, NoticeTx)>,
     /// Calls whose both sides have been connected (the recording badge was sent).
     both: std::collections::HashSet<CallId>,
+    /// The org of each call a participant's connection entered.
+    call_org: HashMap<CallId, OrgId>,
+    /// Watchers: (call, connection token, watch number) → the peer and where its connection
+    /// hears that the watch ended.
+    watchers: HashMap<(CallId, u64, u32), (PeerId, NoticeTx)>,
+    max_watchers: usize,
 }
 
 impl Loop {
@@ -357,7 +424,47 @@ impl Loop {
                     self.by_side.remove(&(call, side));
                 }
             }
+            if let (Some(call), Some((token, watch))) = (st.call, st.watch) {
+                if let Some((_, tx)) = self.watchers.remove(&(call, token, watch)) {
+                    let _ = tx.try_send((call, Notice::WatchEnded { watch }));
+                }
+            }
         }
+    }
+
+    fn watch(
+        &mut self,
+        now: Instant,
+        (call, org, token, watch): (CallId, OrgId, u64, u32),
+        sdp: &str,
+        notices: NoticeTx,
+    ) -> Result<String, MediaError> {
+        // Only a call whose participants are here, and only within its own org: another org's
+        // call is indistinguishable from one that does not exist.
+        if self.call_org.get(&call) != Some(&org) {
+            return Err(SfuError::UnknownPeer.into());
+        }
+        let room = RoomId(call.0.as_u128());
+        if let Some((peer, _)) = self.watchers.get(&(call, token, watch)) {
+            return Ok(self.sfu.offer_watcher(now, room, *peer, sdp)?);
+        }
+        let count = self.watchers.keys().filter(|(c, _, _)| *c == call).count();
+        if count >= self.max_watchers {
+            return Err(MediaError::TooManyWatchers(self.max_watchers));
+        }
+        self.next_peer += 1;
+        let peer = PeerId(self.next_peer);
+        let answer = self.sfu.offer_watcher(now, room, peer, sdp)?;
+        self.peers.insert(
+            peer,
+            PeerState {
+                call: Some(call),
+                watch: Some((token, watch)),
+                ..PeerState::default()
+            },
+        );
+        self.watchers.insert((call, token, watch), (peer, notices));
+        Ok(answer)
     }
 
     fn command(&mut self, cmd: Cmd) {
@@ -429,11 +536,30 @@ impl Loop {
             }
             Cmd::Attach {
                 call,
+                org,
                 side,
                 token,
                 notices,
             } => {
+                self.call_org.insert(call, org);
                 self.listeners.insert((call, side), (token, notices));
+            }
+            Cmd::Watch {
+                call,
+                org,
+                token,
+                watch,
+                sdp,
+                notices,
+                reply,
+            } => {
+                let r = self.watch(now, (call, org, token, watch), &sdp, notices);
+                let _ = reply.send(r);
+            }
+            Cmd::Unwatch { call, token, watch } => {
+                if let Some((peer, _)) = self.watchers.remove(&(call, token, watch)) {
+                    self.remove(peer);
+                }
             }
             Cmd::Detach { call, side, token } => {
                 if self
@@ -451,7 +577,17 @@ impl Loop {
                         self.remove(p);
                     }
                 }
+                let watching: Vec<PeerId> = self
+                    .watchers
+                    .iter()
+                    .filter(|((c, _, _), _)| *c == call)
+                    .map(|(_, (p, _))| *p)
+                    .collect();
+                for p in watching {
+                    self.remove(p);
+                }
                 self.both.remove(&call);
+                self.call_org.remove(&call);
             }
         }
     }
@@ -463,10 +599,11 @@ impl Loop {
                 let Some(st) = self.peers.get_mut(&p) else {
                     return;
                 };
+                let was_down = st.down_since.take().is_some();
+                // A watcher's media is nobody else's business.
                 let (Some(call), Some(side)) = (st.call, st.side) else {
                     return;
                 };
-                let was_down = st.down_since.take().is_some();
                 st.connected_once = true;
                 if was_down {
                     tracing::info!(%call, ?side, "media reconnected");
@@ -489,10 +626,10 @@ impl Loop {
                 let Some(st) = self.peers.get_mut(&p) else {
                     return;
                 };
+                st.down_since.get_or_insert(now);
                 let (Some(call), Some(side)) = (st.call, st.side) else {
                     return;
                 };
-                st.down_since.get_or_insert(now);
                 tracing::info!(%call, ?side, "media consent failed; asking for an ICE restart");
                 self.notify(call, Notice::Reconnecting { side, attempt: 0 });
                 self.notify_side(call, side, Notice::RestartRequest);
@@ -516,6 +653,17 @@ impl Loop {
         for p in stale {
             tracing::info!(peer = p.0, "removing a peer whose media stayed down");
             self.remove(p);
+        }
+        // A call whose end never reached this loop (nobody was connected to hear it) is
+        // forgotten once none of its peers or listeners is left.
+        if self.call_org.len() > self.listeners.len() + self.peers.len() {
+            let live: std::collections::HashSet<CallId> = self
+                .peers
+                .values()
+                .filter_map(|st| st.call)
+                .chain(self.listeners.keys().map(|(c, _)| *c))
+                .collect();
+            self.call_org.retain(|c, _| live.contains(c));
         }
     }
 
@@ -544,6 +692,7 @@ impl Loop {
 
 async fn run(
     sfu: Sfu,
+    max_watchers: usize,
     socket: tokio::net::UdpSocket,
     mut rx: mpsc::Receiver<Cmd>,
     metrics: Arc<MediaMetrics>,
@@ -562,6 +711,9 @@ async fn run(
         peers: HashMap::new(),
         listeners: HashMap::new(),
         both: Default::default(),
+        call_org: HashMap::new(),
+        watchers: HashMap::new(),
+        max_watchers,
     };
     let mut buf = vec![0u8; 2048];
     let mut last_sweep = Instant::now();

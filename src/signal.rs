@@ -13,7 +13,7 @@ use crate::model::NewVisitorSession;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
-use frontdesk_domain::{CallId, CallState, OrgId, Presence};
+use frontdesk_domain::{CallId, CallState, OrgId, Presence, Role};
 use frontdesk_signaling::wire::{
     parse_client, CallSummary, ClientMessage, CloseReason, MediaMessage, RequestId, ServerMessage,
     Side, MAX_FRAME_BYTES,
@@ -364,9 +364,9 @@ async fn connection(s: AppState, mut socket: WebSocket) {
     {
         return close(&mut socket, CloseReason::ServerShutdown).await;
     }
-    let side = match authed.input {
-        Input::AgentConnected { .. } => Side::Agent,
-        _ => Side::Visitor,
+    let (side, admin) = match authed.input {
+        Input::AgentConnected { role, .. } => (Side::Agent, role == Role::Admin),
+        _ => (Side::Visitor, false),
     };
     s.hub.input(authed.input).await;
     let mut media = MediaLink {
@@ -377,6 +377,8 @@ async fn connection(s: AppState, mut socket: WebSocket) {
         call: None,
         recording: false,
         notices: mpsc::channel(64),
+        admin,
+        watches: Vec::new(),
     };
     let mut ping = tokio::time::interval(s.hub.heartbeat_interval);
     ping.tick().await;
@@ -498,7 +500,14 @@ struct MediaLink {
     /// Whether the org recorded calls when this call's media started.
     recording: bool,
     notices: (crate::media::NoticeTx, crate::media::NoticeRx),
+    /// An admin of the org: may watch its calls.
+    admin: bool,
+    /// This connection's watches: (call, watch id).
+    watches: Vec<(CallId, u32)>,
 }
+
+/// Most calls (or watches of one call) a connection may watch at once.
+const MAX_WATCHES_PER_CONNECTION: usize = 64;
 
 impl MediaLink {
     /// The participant is in a connected call: listen to its media and say how to connect
@@ -508,8 +517,13 @@ impl MediaLink {
             return Vec::new();
         }
         self.call = Some(call);
-        self.handle
-            .attach(call, self.side, self.token, self.notices.0.clone());
+        self.handle.attach(
+            call,
+            self.org,
+            self.side,
+            self.token,
+            self.notices.0.clone(),
+        );
         let now_unix = u64::try_from(crate::now_ms() / 1000).unwrap_or_default();
         // One read of the org's settings decides both; unreadable → neither (fail closed).
         let (recording, cobrowse) = match s.store.org(self.org).await {
@@ -543,6 +557,9 @@ impl MediaLink {
     }
 
     fn detach(&mut self, s: &AppState) {
+        for (call, watch) in self.watches.drain(..) {
+            self.handle.unwatch(call, self.token, watch);
+        }
         if let Some(call) = self.call.take() {
             self.handle.detach(call, self.side, self.token);
             s.cobrowse.detach(call);
@@ -556,6 +573,9 @@ impl MediaLink {
             | MediaMessage::IceCandidate { call_id, .. }
             | MediaMessage::RequestKeyframe { call_id, .. }
             | MediaMessage::MediaFailed { call_id } => *call_id,
+            MediaMessage::WatchOffer { .. } | MediaMessage::WatchEnd { .. } => {
+                return Some(self.watch_message(re, m).await)
+            }
         };
         if self.call != Some(call_id) {
             return Some(ServerMessage::Error {
@@ -589,6 +609,7 @@ impl MediaLink {
                 self.handle.failed(call_id, self.side);
                 Ok(None)
             }
+            MediaMessage::WatchOffer { .. } | MediaMessage::WatchEnd { .. } => Ok(None),
         };
         match result {
             Ok(reply) => reply,
@@ -600,7 +621,83 @@ impl MediaLink {
         }
     }
 
-    fn notice(&self, call: CallId, n: Notice) -> Option<ServerMessage> {
+    /// `watch_offer` and `watch_end`: only an admin, only a call of the admin's org.
+    async fn watch_message(&mut self, re: Option<RequestId>, m: MediaMessage) -> ServerMessage {
+        let err = |code: &str, message: String| ServerMessage::Error {
+            re,
+            code: code.into(),
+            message,
+        };
+        if !self.admin {
+            return err(
+                "forbidden",
+                "only an admin of the org may watch calls".into(),
+            );
+        }
+        match m {
+            MediaMessage::WatchOffer {
+                call_id,
+                watch_id,
+                sdp,
+            } => {
+                let known = self.watches.contains(&(call_id, watch_id));
+                if !known && self.watches.len() >= MAX_WATCHES_PER_CONNECTION {
+                    return err(
+                        "too_many_watchers",
+                        format!("at most {MAX_WATCHES_PER_CONNECTION} watches per connection"),
+                    );
+                }
+                let r = self
+                    .handle
+                    .watch(
+                        call_id,
+                        self.org,
+                        self.token,
+                        watch_id,
+                        sdp,
+                        self.notices.0.clone(),
+                    )
+                    .await;
+                match r {
+                    Ok(sdp) => {
+                        if !known {
+                            self.watches.push((call_id, watch_id));
+                        }
+                        ServerMessage::WatchAnswer {
+                            re,
+                            call_id,
+                            watch_id,
+                            sdp,
+                        }
+                    }
+                    Err(e) => err(e.code(), e.to_string()),
+                }
+            }
+            MediaMessage::WatchEnd { call_id, watch_id } => {
+                let Some(i) = self.watches.iter().position(|w| *w == (call_id, watch_id)) else {
+                    return err("not_in_call", "no such watch on this connection".into());
+                };
+                self.watches.swap_remove(i);
+                self.handle.unwatch(call_id, self.token, watch_id);
+                ServerMessage::WatchStopped {
+                    re,
+                    call_id,
+                    watch_id,
+                }
+            }
+            _ => err("invalid_message", "not a watch message".into()),
+        }
+    }
+
+    fn notice(&mut self, call: CallId, n: Notice) -> Option<ServerMessage> {
+        if let Notice::WatchEnded { watch } = n {
+            let i = self.watches.iter().position(|w| *w == (call, watch))?;
+            self.watches.swap_remove(i);
+            return Some(ServerMessage::WatchEnded {
+                call_id: call,
+                watch_id: watch,
+            });
+        }
         if self.call != Some(call) {
             return None;
         }
@@ -619,6 +716,7 @@ impl MediaLink {
                 side,
             },
             Notice::RestartRequest => ServerMessage::IceRestartRequest { call_id: call },
+            Notice::WatchEnded { .. } => return None,
             Notice::BothConnected => {
                 if !self.recording {
                     return None;

@@ -25,6 +25,7 @@ fn offer() -> String {
 struct Call {
     s: TestServer,
     key: String,
+    admin_token: String,
     agent_token: String,
     agent: Ws,
     /// Cycles run by [`cycle`].
@@ -38,6 +39,7 @@ async fn setup(opts: Options) -> Call {
     agent.available().await;
     Call {
         key: org.created.widget_key.clone(),
+        admin_token: org.admin_token.clone(),
         s,
         agent_token,
         agent,
@@ -330,4 +332,88 @@ async fn peers_that_vanish_are_cleaned_up_across_a_thousand_joins_and_leaves() {
     // Allocator noise aside, 1,000 peers (each a DTLS context, buffers, SRTP state) must not
     // stay: a leak of one peer each would be tens of MiB.
     assert!(rss1 < rss0 + 16 * 1024, "RSS grew: {rss0} -> {rss1} KiB");
+}
+
+fn watch(call: &str, watch_id: u32) -> Value {
+    json!({"type": "watch_offer", "call_id": call, "watch_id": watch_id, "sdp": offer()})
+}
+
+#[tokio::test]
+async fn an_admin_watches_calls_of_its_own_org_only_and_watches_end_with_the_call() {
+    let mut c = setup(Options::default()).await;
+    let (mut v, call, _, _) = c.connect().await;
+    let (mut admin, _) = Ws::agent(&c.s.base, &c.admin_token).await;
+
+    let r = admin.request(watch(&call, 1)).await;
+    assert_eq!(r["type"], "watch_answer", "{r}");
+    assert_eq!(r["watch_id"], 1);
+    assert!(r["sdp"].as_str().unwrap().contains("a=fingerprint:"));
+    // An offer for the same watch renegotiates that peer: an unrelated one is refused as such.
+    assert_eq!(code(&admin.request(watch(&call, 1)).await), "invalid_sdp");
+
+    // An agent who is not an admin may not watch, not even its own call.
+    assert_eq!(code(&c.agent.request(watch(&call, 1)).await), "forbidden");
+    // Another org's admin cannot tell the call exists.
+    let other = c.s.org("other", 5).await;
+    let (mut outsider, _) = Ws::agent(&c.s.base, &other.admin_token).await;
+    assert_eq!(
+        code(&outsider.request(watch(&call, 1)).await),
+        "not_in_call"
+    );
+    let unknown = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        code(&admin.request(watch(&unknown, 2)).await),
+        "not_in_call"
+    );
+    let mut bad = watch(&call, 2);
+    bad["sdp"] = "v=0".into();
+    assert_eq!(code(&admin.request(bad).await), "invalid_sdp");
+
+    // Watchers per call are bounded (8 by default).
+    for w in 2..=8 {
+        let r = admin.request(watch(&call, w)).await;
+        assert_eq!(r["type"], "watch_answer", "watch {w}: {r}");
+    }
+    assert_eq!(
+        code(&admin.request(watch(&call, 9)).await),
+        "too_many_watchers"
+    );
+    let r = admin
+        .request(json!({"type": "watch_end", "call_id": call, "watch_id": 8}))
+        .await;
+    assert_eq!(r["type"], "watch_stopped", "{r}");
+    let r = admin
+        .request(json!({"type": "watch_end", "call_id": call, "watch_id": 8}))
+        .await;
+    assert_eq!(code(&r), "not_in_call");
+    let r = admin.request(watch(&call, 9)).await;
+    assert_eq!(
+        r["type"], "watch_answer",
+        "a stopped watch frees its place: {r}"
+    );
+    let start = Instant::now();
+    while c.s.metric("frontdesk_media_peers").await < 8.0 {
+        assert!(
+            start.elapsed().as_secs() < 5,
+            "the watch peers never showed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // The call ends: every watch of it ends, and its peers go.
+    v.request(json!({"type": "end_call", "call_id": call}))
+        .await;
+    let mut ended = std::collections::BTreeSet::new();
+    while ended.len() < 8 {
+        let m = admin.wait_type("watch_ended").await;
+        assert_eq!(m["call_id"], call.as_str());
+        ended.insert(m["watch_id"].as_u64().unwrap());
+    }
+    assert_eq!(ended, (1..=7).chain([9]).collect());
+    let start = Instant::now();
+    while c.s.metric("frontdesk_media_peers").await > 0.0 {
+        assert!(start.elapsed().as_secs() < 5, "watch peers left behind");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(code(&admin.request(watch(&call, 1)).await), "not_in_call");
 }

@@ -189,6 +189,9 @@ struct Peer {
     /// Incoming SSRC → index in `ins`, learned from str0m's receive streams.
     ssrc_in: Vec<(Ssrc, usize)>,
     remote_candidates: usize,
+    /// A watcher (a supervisor listening in): receives the room's media, and whatever it
+    /// sends is never forwarded.
+    watch_only: bool,
 }
 
 /// The SFU core. See the crate documentation.
@@ -258,18 +261,42 @@ impl Sfu {
         peer: PeerId,
         sdp: &str,
     ) -> Result<String, SfuError> {
+        self.negotiate(now, room, peer, sdp, false)
+    }
+
+    /// Like [`Sfu::offer`], for a watcher: a peer that receives what the room's participants
+    /// send and whose own media (if it sends any) reaches no one. A peer is a watcher or a
+    /// participant from its first offer on; an offer of the other kind for it is refused.
+    pub fn offer_watcher(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        peer: PeerId,
+        sdp: &str,
+    ) -> Result<String, SfuError> {
+        self.negotiate(now, room, peer, sdp, true)
+    }
+
+    fn negotiate(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        peer: PeerId,
+        sdp: &str,
+        watch_only: bool,
+    ) -> Result<String, SfuError> {
         let offer = validate_offer(sdp)?;
         let slot = match self.by_id.get(&peer) {
             Some(&slot) => {
                 let p = self.peers[slot]
                     .as_ref()
                     .expect("by_id points at a live slot");
-                if p.room != room {
+                if p.room != room || p.watch_only != watch_only {
                     return Err(SfuError::WrongRoom);
                 }
                 slot
             }
-            None => self.insert_peer(now, room, peer)?,
+            None => self.insert_peer(now, room, peer, watch_only)?,
         };
         let fresh = self.peers[slot]
             .as_ref()
@@ -464,7 +491,13 @@ impl Sfu {
         self.events.pop_front()
     }
 
-    fn insert_peer(&mut self, now: Instant, room: RoomId, id: PeerId) -> Result<usize, SfuError> {
+    fn insert_peer(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        id: PeerId,
+        watch_only: bool,
+    ) -> Result<usize, SfuError> {
         let mut config = RtcConfig::new()
             .set_rtp_mode(true)
             .clear_codecs()
@@ -495,6 +528,7 @@ impl Sfu {
             ins: Vec::new(),
             ssrc_in: Vec::new(),
             remote_candidates: 0,
+            watch_only,
         };
         let slot = match self.free.pop() {
             Some(s) => {
@@ -690,6 +724,9 @@ impl Sfu {
     /// Sends one incoming RTP packet of peer `slot` to every other peer of its room.
     fn forward(&mut self, slot: usize, now: Instant, pkt: RtpPacket) {
         let p = self.peers[slot].as_mut().expect("caller holds a live slot");
+        if p.watch_only {
+            return;
+        }
         let src_id = p.id;
         let ssrc = pkt.header.ssrc;
         let in_idx = match p.ssrc_in.iter().find(|(s, _)| *s == ssrc) {

@@ -79,13 +79,20 @@ impl World {
     }
 
     fn join(&mut self, room: u128, dir: Direction) -> usize {
+        self.join_as(room, dir, false)
+    }
+
+    fn join_as(&mut self, room: u128, dir: Direction, watcher: bool) -> usize {
         let i = self.clients.len();
         let mut c = Client::new(self.now, &format!("10.0.1.{}:5000", i + 1));
         let (offer, pending) = c.offer(dir);
-        let answer = self
-            .sfu
-            .offer(self.now, RoomId(room), PeerId(i as u64), &offer)
-            .unwrap();
+        let (room, peer) = (RoomId(room), PeerId(i as u64));
+        let answer = if watcher {
+            self.sfu.offer_watcher(self.now, room, peer, &offer)
+        } else {
+            self.sfu.offer(self.now, room, peer, &offer)
+        }
+        .unwrap();
         c.rtc
             .sdp_api()
             .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
@@ -257,6 +264,31 @@ fn broadcast_reaches_every_receive_only_peer() {
             c.received.len()
         );
     }
+}
+
+#[test]
+fn a_watcher_receives_the_call_and_what_it_sends_reaches_no_one() {
+    let mut w = two_party_call();
+    let watcher = w.join_as(7, Direction::SendRecv, true);
+    w.run(Duration::from_millis(1500));
+    assert!(w.connected(watcher as u64), "events: {:?}", w.events);
+    for seq in 1..=10 {
+        w.send_video(0, seq, b"participant");
+        w.send_video(watcher, seq, b"watcher");
+        w.run(Duration::from_millis(20));
+    }
+    let from = |c: &Client, p: &[u8]| c.received.iter().filter(|(_, _, x)| x == p).count();
+    assert!(from(&w.clients[watcher], b"participant") >= 9);
+    assert!(from(&w.clients[1], b"participant") >= 9);
+    for c in &w.clients {
+        assert_eq!(from(c, b"watcher"), 0, "a watcher's media was forwarded");
+    }
+    // A watcher stays one: its id cannot be reused as a participant's.
+    let (offer, _) = Client::new(w.now, "10.0.9.1:5000").offer(Direction::SendRecv);
+    assert!(w
+        .sfu
+        .offer(w.now, RoomId(7), PeerId(watcher as u64), &offer)
+        .is_err());
 }
 
 #[test]

@@ -69,6 +69,16 @@ pub enum MediaMessage {
     RequestKeyframe { call_id: CallId, mid: String },
     /// The client gave up restarting ICE.
     MediaFailed { call_id: CallId },
+    /// Admin: watch a connected call of the org (listen in, receive only). `watch_id` is the
+    /// client's name for this watch, unique on its connection; a new offer for the same id
+    /// renegotiates it. The offer carries the client's candidates (no trickle for watches).
+    WatchOffer {
+        call_id: CallId,
+        watch_id: u32,
+        sdp: String,
+    },
+    /// Admin: stop watching.
+    WatchEnd { call_id: CallId, watch_id: u32 },
 }
 
 /// Whose media a media event is about.
@@ -160,6 +170,8 @@ pub fn parse_client(text: &str) -> (Option<RequestId>, Result<ClientMessage, Wir
         "ice_candidate",
         "request_keyframe",
         "media_failed",
+        "watch_offer",
+        "watch_end",
     ];
     if MEDIA.contains(&kind.as_str()) {
         let msg = serde_json::from_value(value)
@@ -323,6 +335,21 @@ pub enum ServerMessage {
     },
     /// Answer to `request_keyframe`.
     KeyframeRequested { re: Option<RequestId> },
+    /// Answer to `watch_offer`.
+    WatchAnswer {
+        re: Option<RequestId>,
+        call_id: CallId,
+        watch_id: u32,
+        sdp: String,
+    },
+    /// Answer to `watch_end`.
+    WatchStopped {
+        re: Option<RequestId>,
+        call_id: CallId,
+        watch_id: u32,
+    },
+    /// Admin: a watch is over because its call ended.
+    WatchEnded { call_id: CallId, watch_id: u32 },
     /// Both: `side`'s media is reconnecting (ICE restart attempt `attempt`; 0 = the SFU noticed).
     MediaReconnecting {
         call_id: CallId,

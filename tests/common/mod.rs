@@ -105,6 +105,7 @@ impl TestServer {
                     .clone()
                     .map(|s| Secret::new(s.into_bytes())),
                 turn_ttl: Duration::from_secs(3600),
+                max_watchers: frontdesk::media::DEFAULT_MAX_WATCHERS,
             },
             drain: Duration::from_secs(5),
             billing: frontdesk::billing::BillingConfig {

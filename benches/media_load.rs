@@ -1,0 +1,539 @@
+//! Media load: P publishers, S subscribers each, as real WebRTC peers (ICE, DTLS-SRTP, str0m)
+//! against frontdesk and against Janus VideoRoom, on this machine, in the same run, alternating.
+//!
+//! ```sh
+//! cargo bench --bench media_load -- [--servers frontdesk,janus] [--shapes 1x10,1x50,10x10,25pairs]
+//!     [--seconds 10] [--warmup 2] [--rounds 1] [--fps 30] [--packets-per-frame 5] [--audio 50]
+//!     [--server-cpus 0] [--tool-cpus 1] [--workers N] [--ramp 5,10,20,40]
+//! ```
+//!
+//! A shape `PxS` is P calls, each with one publisher and S subscribers (frontdesk: the
+//! visitor publishes; the agent and S − 1 admin watchers subscribe. Janus: one room per call,
+//! one publisher, S subscriber handles). `Npairs` is N one-to-one calls in which both sides
+//! publish and receive the other (Janus: two publishers per room, each subscribing to the
+//! other).
+//!
+//! Publishers send video at `fps` frames of `packets-per-frame` 1,100-byte packets (a keyframe
+//! has three times as many; one at the start and one per PLI/FIR, at most every 0.5 s), paced
+//! evenly over the frame, and Opus-sized audio at `audio` packets/s. Each payload carries its
+//! send time; receivers stamp the datagram when it leaves the socket, so latency is the whole
+//! trip tool → server → tool on loopback, SRTP both ways included.
+//!
+//! Per run it reports: delivered (forwarded) packets/s and bytes/s measured at the
+//! subscribers, the server's CPU (process, from `/proc/<pid>/stat`) and each core's busy time
+//! (`/proc/stat`), delivered packets per server CPU-second, latency p50/p99/max, loss (packets
+//! sent in the window that did not arrive at every subscriber), the server's resident memory
+//! per subscriber, and whether every subscriber received a complete keyframe after it joined.
+//!
+//! `--server-cpus 0 --tool-cpus 1` runs the server on core 0 and this tool on core 1
+//! (`taskset`), so a run measures what one core of the server forwards. `--ramp` multiplies
+//! the packets per frame through the list given, on the first shape, to find the most one
+//! server forwards without loss.
+
+mod common;
+#[path = "media_load/frontdesk.rs"]
+mod frontdesk;
+#[path = "media_load/janus.rs"]
+mod janus;
+#[path = "media_load/peer.rs"]
+mod peer;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use common::{cpu_ticks, rss_kib};
+use peer::{Peer, Rate, Role, Totals};
+
+/// The shape of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// `calls` calls, each with one publisher and `subscribers` subscribers.
+    Broadcast { calls: usize, subscribers: usize },
+    /// `calls` one-to-one calls, both sides publishing.
+    Pairs { calls: usize },
+}
+
+impl Shape {
+    fn parse(s: &str) -> Option<Shape> {
+        if let Some(n) = s.strip_suffix("pairs") {
+            return Some(Shape::Pairs {
+                calls: n.parse().ok().filter(|&n| n > 0)?,
+            });
+        }
+        let (p, sub) = s.split_once('x')?;
+        Some(Shape::Broadcast {
+            calls: p.parse().ok().filter(|&n| n > 0)?,
+            subscribers: sub.parse().ok().filter(|&n| n > 0)?,
+        })
+    }
+
+    pub fn calls(&self) -> usize {
+        match *self {
+            Shape::Broadcast { calls, .. } | Shape::Pairs { calls } => calls,
+        }
+    }
+
+    pub fn subscribers(&self) -> usize {
+        match *self {
+            Shape::Broadcast { subscribers, .. } => subscribers,
+            Shape::Pairs { .. } => 1,
+        }
+    }
+
+    fn label(&self) -> String {
+        match *self {
+            Shape::Broadcast { calls, subscribers } => format!("{calls}×{subscribers}"),
+            Shape::Pairs { calls } => format!("{calls}×2 (1:1)"),
+        }
+    }
+}
+
+/// The peers of a run as they are set up (each runs from the moment its answer is in), and
+/// whatever must live as long as they do (signaling connections, the Janus session).
+pub struct Setup {
+    pub totals: Rc<RefCell<Totals>>,
+    pub keep: Vec<Box<dyn std::any::Any>>,
+    pub peers: usize,
+    pub subscribers: usize,
+}
+
+impl Setup {
+    pub fn new(totals: Rc<RefCell<Totals>>) -> Setup {
+        Setup {
+            totals,
+            keep: Vec::new(),
+            peers: 0,
+            subscribers: 0,
+        }
+    }
+
+    /// Numbers a new publisher that `subscribers` peers receive.
+    pub fn publisher(&mut self, subscribers: usize) -> usize {
+        self.totals.borrow_mut().add_publisher(subscribers as u64)
+    }
+
+    /// Starts a negotiated peer.
+    pub fn run(&mut self, peer: Peer, role: Role) {
+        self.peers += 1;
+        if !matches!(role, Role::Publish { .. }) {
+            self.subscribers += 1;
+        }
+        tokio::task::spawn_local(peer.run(role, self.totals.clone()));
+    }
+
+    /// Waits until every peer started so far is connected.
+    pub async fn connected(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.totals.borrow().connected < self.peers {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {} peers connected within 30 s",
+                self.totals.borrow().connected,
+                self.peers
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+struct Args {
+    servers: Vec<String>,
+    shapes: Vec<Shape>,
+    seconds: u64,
+    warmup: u64,
+    rounds: usize,
+    rate: Rate,
+    server_cpus: Option<String>,
+    tool_cpus: Option<String>,
+    workers: Option<usize>,
+    ramp: Vec<u32>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        servers: vec!["frontdesk".into(), "janus".into()],
+        shapes: ["1x10", "1x50", "10x10", "25pairs"]
+            .iter()
+            .filter_map(|s| Shape::parse(s))
+            .collect(),
+        seconds: 10,
+        warmup: 2,
+        rounds: 1,
+        rate: Rate {
+            fps: 30,
+            packets_per_frame: 5,
+            audio_pps: 50,
+        },
+        server_cpus: None,
+        tool_cpus: None,
+        workers: None,
+        ramp: Vec::new(),
+    };
+    let v: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < v.len() {
+        let val = v.get(i + 1).cloned().unwrap_or_default();
+        let num = val.parse::<u64>().ok();
+        match (v[i].as_str(), num) {
+            ("--servers", _) => a.servers = val.split(',').map(str::to_owned).collect(),
+            ("--shapes", _) => {
+                a.shapes = val
+                    .split(',')
+                    .map(|s| Shape::parse(s).unwrap_or_else(|| panic!("bad shape {s:?}")))
+                    .collect()
+            }
+            ("--seconds", Some(n)) => a.seconds = n.max(1),
+            ("--warmup", Some(n)) => a.warmup = n,
+            ("--rounds", Some(n)) => a.rounds = n.max(1) as usize,
+            ("--fps", Some(n)) => a.rate.fps = n.clamp(1, 120) as u32,
+            ("--packets-per-frame", Some(n)) => a.rate.packets_per_frame = n.clamp(1, 200) as u32,
+            ("--audio", Some(n)) => a.rate.audio_pps = n.min(100) as u32,
+            ("--server-cpus", _) => a.server_cpus = Some(val),
+            ("--tool-cpus", _) => a.tool_cpus = Some(val),
+            ("--workers", Some(n)) => a.workers = Some(n.max(1) as usize),
+            ("--ramp", _) => a.ramp = val.split(',').filter_map(|x| x.parse().ok()).collect(),
+            // `cargo bench` passes `--bench`; anything unknown is ignored.
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    a
+}
+
+/// Busy and total jiffies of each CPU, from `/proc/stat`.
+fn cpu_times() -> Vec<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    s.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            let total: u64 = f.iter().take(8).sum();
+            let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
+            (total - idle, total)
+        })
+        .collect()
+}
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+struct Outcome {
+    server: String,
+    shape: Shape,
+    rate: Rate,
+    peers: usize,
+    subscribers: usize,
+    seconds: f64,
+    delivered_video: u64,
+    delivered_audio: u64,
+    bytes: u64,
+    expected: u64,
+    server_cpu_s: f64,
+    core_busy: Vec<f64>,
+    tool_cpu_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    max_us: f64,
+    rss_per_subscriber_kib: f64,
+    keyframes: (usize, usize),
+    keyframe_wait_p99_ms: f64,
+    connect_s: f64,
+}
+
+impl Outcome {
+    fn pps(&self) -> f64 {
+        (self.delivered_video + self.delivered_audio) as f64 / self.seconds
+    }
+    fn video_pps(&self) -> f64 {
+        self.delivered_video as f64 / self.seconds
+    }
+    fn per_cpu_s(&self) -> f64 {
+        (self.delivered_video + self.delivered_audio) as f64 / self.server_cpu_s.max(1e-9)
+    }
+    fn loss(&self) -> f64 {
+        let got = self.delivered_video + self.delivered_audio;
+        1.0 - got as f64 / self.expected.max(1) as f64
+    }
+
+    fn print(&self) {
+        println!(
+            "{} {} at {} fps × {} pkt + {} audio/s: {} peers, {} subscribers, connected in {:.1} s",
+            self.server,
+            self.shape.label(),
+            self.rate.fps,
+            self.rate.packets_per_frame,
+            self.rate.audio_pps,
+            self.peers,
+            self.subscribers,
+            self.connect_s
+        );
+        println!(
+            "  delivered {:.0} packets/s ({:.0} video), {:.2} MB/s; loss {:.3} %",
+            self.pps(),
+            self.video_pps(),
+            self.bytes as f64 / self.seconds / 1e6,
+            100.0 * self.loss()
+        );
+        let cores: Vec<String> = self
+            .core_busy
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("cpu{i} {:.0} %", 100.0 * b))
+            .collect();
+        println!(
+            "  server CPU {:.2} s in {:.1} s ({:.1} % of one core); {} ; tool CPU {:.2} s",
+            self.server_cpu_s,
+            self.seconds,
+            100.0 * self.server_cpu_s / self.seconds,
+            cores.join(", "),
+            self.tool_cpu_s
+        );
+        println!(
+            "  {:.0} delivered packets per server CPU-second ({:.2} µs each)",
+            self.per_cpu_s(),
+            1e6 / self.per_cpu_s()
+        );
+        println!(
+            "  latency p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs; server memory {:.0} KiB per subscriber",
+            self.p50_us, self.p99_us, self.max_us, self.rss_per_subscriber_kib
+        );
+        println!(
+            "  keyframe after join: {} of {} subscribers (p99 wait {:.0} ms)",
+            self.keyframes.0, self.keyframes.1, self.keyframe_wait_p99_ms
+        );
+    }
+}
+
+enum Server {
+    Frontdesk(frontdesk::Frontdesk),
+    Janus(janus::Janus),
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        match self {
+            Server::Frontdesk(f) => f.pid,
+            Server::Janus(j) => j.pid,
+        }
+    }
+}
+
+async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
+    let epoch = Instant::now();
+    let server = match name {
+        "frontdesk" => {
+            let f = frontdesk::Frontdesk::start(a.server_cpus.as_deref(), a.workers, shape.calls());
+            f.agents(shape.calls()).await;
+            Server::Frontdesk(f)
+        }
+        "janus" => Server::Janus(janus::Janus::start(a.server_cpus.as_deref()).await),
+        other => panic!("unknown server {other:?} (frontdesk or janus)"),
+    };
+    let pid = server.pid();
+    let rss_before = rss_kib(pid);
+    let t_setup = Instant::now();
+    let totals = Totals::new(epoch);
+    let mut setup = Setup::new(totals.clone());
+    match &server {
+        Server::Frontdesk(f) => f.setup(&mut setup, shape, epoch, rate).await,
+        Server::Janus(j) => j.setup(&mut setup, shape, epoch, rate).await,
+    };
+    setup.connected().await;
+    let (n_peers, n_subs) = (setup.peers, setup.subscribers);
+    let connect_s = t_setup.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(a.warmup)).await;
+
+    let stamp = |t: Instant| t.saturating_duration_since(epoch).as_nanos() as u64;
+    let t0 = Instant::now();
+    let (cpu0, cores0, tool0) = (cpu_ticks(pid), cpu_times(), cpu_ticks(std::process::id()));
+    let window = Duration::from_secs(a.seconds);
+    totals.borrow_mut().window = Some((stamp(t0), stamp(t0 + window)));
+    tokio::time::sleep(window).await;
+    let (cpu1, cores1, tool1) = (cpu_ticks(pid), cpu_times(), cpu_ticks(std::process::id()));
+    let rss_after = rss_kib(pid);
+    // What was sent in the window may still be on its way.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    totals.borrow_mut().stop = true;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(setup.keep);
+
+    let t = totals.borrow();
+    let expected: u64 = (0..t.sent_video.len())
+        .map(|p| (t.sent_video[p] + t.sent_audio[p]) * t.subscribers_of[p])
+        .sum();
+    let mut waits = t.keyframe_wait_us.clone();
+    waits.sort_unstable();
+    let max_us = t
+        .latency_us
+        .iter()
+        .rposition(|&c| c > 0)
+        .map(|i| i as f64)
+        .unwrap_or(f64::NAN);
+    let out = Outcome {
+        server: name.to_owned(),
+        shape,
+        rate,
+        peers: n_peers,
+        subscribers: n_subs,
+        seconds: window.as_secs_f64(),
+        delivered_video: t.recv_video.iter().sum(),
+        delivered_audio: t.recv_audio.iter().sum(),
+        bytes: t.recv_bytes,
+        expected,
+        server_cpu_s: (cpu1 - cpu0) as f64 / 100.0,
+        core_busy: cores0
+            .iter()
+            .zip(&cores1)
+            .map(|(a, b)| (b.0 - a.0) as f64 / (b.1 - a.1).max(1) as f64)
+            .collect(),
+        tool_cpu_s: (tool1 - tool0) as f64 / 100.0,
+        p50_us: t.latency_quantile(0.5),
+        p99_us: t.latency_quantile(0.99),
+        max_us,
+        rss_per_subscriber_kib: rss_after.saturating_sub(rss_before) as f64 / n_subs.max(1) as f64,
+        keyframes: (t.keyframe_ok, n_subs),
+        keyframe_wait_p99_ms: common::percentile(&waits, 0.99),
+        connect_s,
+    };
+    drop(t);
+    drop(server);
+    out
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a.is_finite() && b.is_finite() {
+        format!("{:.2}×", a / b)
+    } else {
+        "–".into()
+    }
+}
+
+fn table(outcomes: &[Outcome]) {
+    println!("\n| P × S | server | delivered pkt/s | MB/s | server CPU | pkt per CPU-s | p50 / p99 µs | loss | KiB per sub | keyframes |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for o in outcomes {
+        println!(
+            "| {} | {} | {:.0} | {:.2} | {:.1} % | {:.0} | {:.0} / {:.0} | {:.3} % | {:.0} | {}/{} |",
+            o.shape.label(),
+            o.server,
+            o.pps(),
+            o.bytes as f64 / o.seconds / 1e6,
+            100.0 * o.server_cpu_s / o.seconds,
+            o.per_cpu_s(),
+            o.p50_us,
+            o.p99_us,
+            100.0 * o.loss(),
+            o.rss_per_subscriber_kib,
+            o.keyframes.0,
+            o.keyframes.1
+        );
+    }
+    let mut shapes: Vec<Shape> = outcomes.iter().map(|o| o.shape).collect();
+    shapes.dedup();
+    let fd: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.server == "frontdesk")
+        .collect();
+    let ja: Vec<&Outcome> = outcomes.iter().filter(|o| o.server == "janus").collect();
+    if fd.is_empty() || ja.is_empty() {
+        return;
+    }
+    println!("\n| P × S | pkt per CPU-s, frontdesk / Janus | server CPU, Janus / frontdesk | p99, Janus / frontdesk | memory per sub, Janus / frontdesk |");
+    println!("| --- | --- | --- | --- | --- |");
+    for s in shapes {
+        let mean = |v: &[&Outcome], f: &dyn Fn(&Outcome) -> f64| {
+            let xs: Vec<f64> = v.iter().filter(|o| o.shape == s).map(|o| f(o)).collect();
+            xs.iter().sum::<f64>() / xs.len().max(1) as f64
+        };
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            s.label(),
+            ratio(mean(&fd, &|o| o.per_cpu_s()), mean(&ja, &|o| o.per_cpu_s())),
+            ratio(
+                mean(&ja, &|o| o.server_cpu_s),
+                mean(&fd, &|o| o.server_cpu_s)
+            ),
+            ratio(mean(&ja, &|o| o.p99_us), mean(&fd, &|o| o.p99_us)),
+            ratio(
+                mean(&ja, &|o| o.rss_per_subscriber_kib),
+                mean(&fd, &|o| o.rss_per_subscriber_kib)
+            ),
+        );
+    }
+}
+
+fn main() {
+    let a = args();
+    if let Some(cpus) = &a.tool_cpus {
+        let ok = std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "taskset could not pin the tool to CPUs {cpus}");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime");
+    let local = tokio::task::LocalSet::new();
+    let outcomes: Rc<RefCell<Vec<Outcome>>> = Rc::default();
+    let all = outcomes.clone();
+    local.block_on(&rt, async move {
+        println!(
+            "media load on {} CPUs, {}; server CPUs {}, tool CPUs {}",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu_model(),
+            a.server_cpus.as_deref().unwrap_or("any"),
+            a.tool_cpus.as_deref().unwrap_or("any"),
+        );
+        if !a.ramp.is_empty() {
+            let shape = a.shapes[0];
+            for name in &a.servers {
+                for &k in &a.ramp {
+                    let rate = Rate {
+                        packets_per_frame: k,
+                        ..a.rate
+                    };
+                    let o = run_one(&a, name, shape, rate).await;
+                    o.print();
+                    all.borrow_mut().push(o);
+                }
+            }
+            return;
+        }
+        for round in 0..a.rounds {
+            for &shape in &a.shapes {
+                // Alternate which server goes first, round by round.
+                let mut order = a.servers.clone();
+                if round % 2 == 1 {
+                    order.reverse();
+                }
+                for name in &order {
+                    let o = run_one(&a, name, shape, a.rate).await;
+                    o.print();
+                    all.borrow_mut().push(o);
+                }
+            }
+        }
+    });
+    let mut v = outcomes.borrow().clone();
+    v.sort_by_key(|o| (format!("{:?}", o.shape), o.server.clone()));
+    table(&v);
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".into())
+}

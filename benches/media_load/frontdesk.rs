@@ -1,0 +1,317 @@
+//! frontdesk under load: the release binary started with a fresh SQLite database, calls set up
+//! through the documented signaling protocol (`docs/protocol.md`): agents go available,
+//! visitors request calls, agents accept, both sides send `media_offer`, and the org's admin
+//! adds the extra subscribers of a call as watchers (`watch_offer`).
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::common::{token, JWT_SECRET};
+use crate::peer::{direction, Peer, Role};
+use crate::{Setup, Shape};
+
+const BIN: &str = env!("CARGO_BIN_EXE_frontdesk");
+/// How long one signaling answer may take.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+pub struct Frontdesk {
+    child: Child,
+    pub pid: u32,
+    base: String,
+    org: String,
+    pool: String,
+    widget_key: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Frontdesk {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `taskset -c CPUS` before a command, when CPUS is given.
+pub fn pinned(cpus: Option<&str>, program: &str) -> Command {
+    match cpus {
+        Some(c) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", c, program]);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
+impl Frontdesk {
+    /// Starts `frontdesk serve` on loopback (HTTP and media on ephemeral ports).
+    pub fn start(cpus: Option<&str>, workers: Option<usize>, seats: usize) -> Frontdesk {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let db = format!("sqlite://{}/load.db", dir.path().display());
+        let out = Command::new(BIN)
+            .args([
+                "create-org",
+                "--name",
+                "Media load",
+                "--admin-user-id",
+                "admin",
+            ])
+            .args(["--admin-email", "a@load.example", "--seat-limit"])
+            .arg((seats + 2).to_string())
+            .env("FRONTDESK_DATABASE_URL", &db)
+            .output()
+            .expect("frontdesk create-org runs");
+        assert!(
+            out.status.success(),
+            "create-org: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).expect("UTF-8 output");
+        let field = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_owned())
+                .expect("create-org output")
+        };
+        let (org, pool, widget_key) = (field("org_id"), field("default_pool"), field("widget_key"));
+        let mut cmd = pinned(cpus, BIN);
+        cmd.args(["serve", "--log-format", "json"])
+            .env("FRONTDESK_DATABASE_URL", &db)
+            .env("FRONTDESK_LISTEN", "127.0.0.1:0")
+            .env("FRONTDESK_MEDIA_UDP", "127.0.0.1:0")
+            .env("FRONTDESK_JWT_SECRET", JWT_SECRET)
+            .env("FRONTDESK_MEDIA_MAX_WATCHERS", "256")
+            .env("RUST_LOG", "warn,frontdesk=info")
+            .stderr(Stdio::piped());
+        if let Some(w) = workers {
+            cmd.env("FRONTDESK_MEDIA_WORKERS", w.to_string());
+        }
+        let mut child = cmd.spawn().expect("frontdesk serve starts");
+        let pid = child.id();
+        let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        let base = loop {
+            let l = lines
+                .next()
+                .expect("frontdesk serve exited before listening")
+                .expect("server output");
+            if l.contains("\"listening\"") {
+                let v: Value = serde_json::from_str(&l).expect("a JSON log line");
+                break v["addr"].as_str().expect("listening addr").to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Frontdesk {
+            child,
+            pid,
+            base,
+            org,
+            pool,
+            widget_key,
+            _dir: dir,
+        }
+    }
+
+    /// Makes the agents the calls need (one per call) through the admin API.
+    pub async fn agents(&self, n: usize) {
+        let http = reqwest::Client::new();
+        let admin = token("admin", &self.org, "admin");
+        for i in 0..n {
+            let r = http
+                .post(format!("http://{}/v1/agents", self.base))
+                .bearer_auth(&admin)
+                .json(&json!({"user_id": format!("agent-{i}"), "email": format!("a{i}@load.example"),
+                              "display_name": format!("Agent {i}"), "pools": [{"pool_id": self.pool, "tier": 1}]}))
+                .send()
+                .await
+                .expect("admin API answers");
+            assert_eq!(r.status().as_u16(), 201, "creating agent {i}");
+        }
+    }
+
+    /// Sets up every call of `shape`, each from `agent_available` to `media_answer`, and the
+    /// watchers; returns the peers ready to run.
+    pub async fn setup(
+        &self,
+        setup: &mut Setup,
+        shape: Shape,
+        epoch: Instant,
+        rate: crate::peer::Rate,
+    ) {
+        let mut admin = Sig::connect(
+            &self.base,
+            json!({"agent_token": token("admin", &self.org, "admin")}),
+        )
+        .await;
+        for call in 0..shape.calls() {
+            let mut agent = Sig::connect(
+                &self.base,
+                json!({"agent_token": token(&format!("agent-{call}"), &self.org, "agent")}),
+            )
+            .await;
+            agent
+                .request(json!({"type": "set_presence", "presence": "available"}))
+                .await;
+            let mut visitor = Sig::connect(
+                &self.base,
+                json!({"widget_key": self.widget_key, "page_url": "https://shop.load.example/"}),
+            )
+            .await;
+            let requested = visitor.request(json!({"type": "request_call"})).await;
+            let call_id = requested["call_id"].as_str().expect("call_id").to_owned();
+            agent.wait(|v| v["type"] == "ring").await;
+            agent
+                .request(json!({"type": "accept", "call_id": call_id}))
+                .await;
+            visitor.wait(|v| v["type"] == "media_config").await;
+            agent.wait(|v| v["type"] == "media_config").await;
+
+            let (visitor_role, agent_role) = match shape {
+                Shape::Broadcast { .. } => (
+                    Role::Publish {
+                        n: setup.publisher(shape.subscribers()),
+                        rate,
+                    },
+                    Role::Subscribe,
+                ),
+                Shape::Pairs { .. } => (
+                    Role::Both {
+                        n: setup.publisher(1),
+                        rate,
+                    },
+                    Role::Both {
+                        n: setup.publisher(1),
+                        rate,
+                    },
+                ),
+            };
+            for (sig, role) in [(&mut visitor, visitor_role), (&mut agent, agent_role)] {
+                let (mut peer, offer, pending) = Peer::offerer(epoch, direction(&role)).await;
+                let answer = sig
+                    .request(json!({"type": "media_offer", "call_id": call_id, "sdp": offer}))
+                    .await;
+                peer.accept_answer(pending, answer["sdp"].as_str().expect("sdp"))
+                    .expect("the SFU's answer");
+                setup.run(peer, role);
+            }
+            if let Shape::Broadcast { subscribers, .. } = shape {
+                for w in 1..subscribers {
+                    let (mut peer, offer, pending) =
+                        Peer::offerer(epoch, direction(&Role::Subscribe)).await;
+                    let answer = admin
+                        .request(json!({"type": "watch_offer", "call_id": call_id,
+                                        "watch_id": w, "sdp": offer}))
+                        .await;
+                    peer.accept_answer(pending, answer["sdp"].as_str().expect("sdp"))
+                        .expect("the SFU's answer");
+                    setup.run(peer, Role::Subscribe);
+                }
+            }
+            setup.keep.push(Box::new(agent));
+            setup.keep.push(Box::new(visitor));
+        }
+        setup.keep.push(Box::new(admin));
+    }
+}
+
+/// A signaling connection: a task reads and writes the socket (so pings are answered), this
+/// side sends requests and waits for messages.
+pub struct Sig {
+    out: mpsc::UnboundedSender<String>,
+    inbox: mpsc::UnboundedReceiver<Value>,
+    early: VecDeque<Value>,
+    next_id: u64,
+    /// Requests sent, to stay inside the server's rate limit (30 at once, then 10/s).
+    sent: u32,
+}
+
+impl Sig {
+    async fn connect(base: &str, credential: Value) -> Sig {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{base}/v1/signal"))
+            .await
+            .expect("/v1/signal accepts");
+        let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
+        let (in_tx, inbox) = mpsc::unbounded_channel();
+        tokio::task::spawn_local(async move {
+            let mut ws = ws;
+            loop {
+                tokio::select! {
+                    m = ws.next() => match m {
+                        Some(Ok(Message::Text(t))) => {
+                            if let Ok(v) = serde_json::from_str::<Value>(&t) {
+                                let _ = in_tx.send(v);
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => return,
+                    },
+                    o = out_rx.recv() => match o {
+                        Some(t) => {
+                            if ws.send(Message::Text(t.into())).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => {
+                            let _ = ws.close(None).await;
+                            return;
+                        }
+                    },
+                }
+            }
+        });
+        let mut sig = Sig {
+            out,
+            inbox,
+            early: VecDeque::new(),
+            next_id: 1,
+            sent: 0,
+        };
+        let mut auth = credential;
+        auth["type"] = "auth".into();
+        let welcome = sig.request(auth).await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        sig
+    }
+
+    /// Sends a request and returns its answer; an error answer stops the run.
+    async fn request(&mut self, mut msg: Value) -> Value {
+        self.sent += 1;
+        if self.sent > 20 {
+            tokio::time::sleep(Duration::from_millis(110)).await;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        msg["id"] = id.into();
+        let _ = self.out.send(msg.to_string());
+        let v = self.wait(|v| v["re"] == id).await;
+        assert_ne!(v["type"], "error", "answer to {msg}: {v}");
+        v
+    }
+
+    /// The first message (kept or new) that matches.
+    async fn wait(&mut self, want: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.early.iter().position(&want) {
+            return self.early.remove(i).expect("index just found");
+        }
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let v = tokio::time::timeout_at(deadline, self.inbox.recv())
+                .await
+                .expect("the server answered in time")
+                .expect("the signaling connection stays open");
+            if want(&v) {
+                return v;
+            }
+            self.early.push_back(v);
+            if self.early.len() > 256 {
+                self.early.pop_front();
+            }
+        }
+    }
+}

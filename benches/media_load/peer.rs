@@ -1,0 +1,611 @@
+//! One load peer: a str0m `Rtc` (ICE, DTLS-SRTP, RTP mode) on a UDP socket of its own, driven by
+//! a task on the tool's single-threaded runtime. Publishers send paced VP8-shaped video and
+//! Opus-sized audio; subscribers count what arrives, time it and check keyframes.
+//!
+//! Every media payload carries the sender's clock at write time (nanoseconds since the tool's
+//! epoch, bytes 16..24 of video and 0..8 of audio) and the publisher's index, so a receiver knows
+//! the forwarding latency and whose packet it is without any lookup. Both ends are this process,
+//! so both read the same clock.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+/// Bytes of one video RTP payload (≈1,130-byte datagrams with the RTP header and SRTP tag).
+pub const VIDEO_PAYLOAD: usize = 1_100;
+/// Bytes of one Opus-sized audio payload (≈64 kbit/s at 50 packets/s, with headers).
+pub const AUDIO_PAYLOAD: usize = 120;
+/// Where the send time sits in a video payload (after the VP8 descriptor and frame header).
+const VIDEO_STAMP_AT: usize = 16;
+/// Latency histogram: 1 µs buckets up to this many µs; later arrivals share the last bucket.
+pub const HIST_US: usize = 50_000;
+/// Least time between two keyframes a publisher sends on request.
+const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How a publisher sends.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    pub fps: u32,
+    /// Video packets in a delta frame; a keyframe has three times as many.
+    pub packets_per_frame: u32,
+    /// Opus packets per second (0: no audio).
+    pub audio_pps: u32,
+}
+
+impl Rate {
+    pub fn video_pps(&self) -> u32 {
+        self.fps * self.packets_per_frame
+    }
+}
+
+/// What every peer of the run adds to (one thread: `Rc<RefCell>`).
+pub struct Totals {
+    pub epoch: Instant,
+    /// Packets whose send time falls in this window (ns since `epoch`) are counted.
+    pub window: Option<(u64, u64)>,
+    pub sent_video: Vec<u64>,
+    pub sent_audio: Vec<u64>,
+    /// Packets received per publisher (video, audio), and datagram bytes received.
+    pub recv_video: Vec<u64>,
+    pub recv_audio: Vec<u64>,
+    pub recv_bytes: u64,
+    /// How many subscribers each publisher has (for the expected count).
+    pub subscribers_of: Vec<u64>,
+    pub latency_us: Vec<u32>,
+    pub connected: usize,
+    pub keyframe_ok: usize,
+    /// From a subscriber's connection to its first complete keyframe, µs.
+    pub keyframe_wait_us: Vec<u64>,
+    pub keyframe_requests_seen: u64,
+    pub stop: bool,
+}
+
+impl Totals {
+    pub fn new(epoch: Instant) -> Rc<RefCell<Totals>> {
+        Rc::new(RefCell::new(Totals {
+            epoch,
+            window: None,
+            sent_video: Vec::new(),
+            sent_audio: Vec::new(),
+            recv_video: Vec::new(),
+            recv_audio: Vec::new(),
+            recv_bytes: 0,
+            subscribers_of: Vec::new(),
+            latency_us: vec![0; HIST_US + 1],
+            connected: 0,
+            keyframe_ok: 0,
+            keyframe_wait_us: Vec::new(),
+            keyframe_requests_seen: 0,
+            stop: false,
+        }))
+    }
+
+    /// A new publisher that `subscribers` peers receive; returns its number.
+    pub fn add_publisher(&mut self, subscribers: u64) -> usize {
+        self.sent_video.push(0);
+        self.sent_audio.push(0);
+        self.recv_video.push(0);
+        self.recv_audio.push(0);
+        self.subscribers_of.push(subscribers);
+        self.subscribers_of.len() - 1
+    }
+
+    fn in_window(&self, stamp: u64) -> bool {
+        self.window.is_some_and(|(a, b)| stamp >= a && stamp < b)
+    }
+
+    /// The `p` quantile of the latency histogram, in µs.
+    pub fn latency_quantile(&self, p: f64) -> f64 {
+        let n: u64 = self.latency_us.iter().map(|&c| c as u64).sum();
+        if n == 0 {
+            return f64::NAN;
+        }
+        let want = ((n as f64 - 1.0) * p).round() as u64;
+        let mut seen = 0u64;
+        for (us, &c) in self.latency_us.iter().enumerate() {
+            seen += c as u64;
+            if seen > want {
+                return us as f64;
+            }
+        }
+        HIST_US as f64
+    }
+}
+
+/// A peer before it runs.
+pub struct Peer {
+    rtc: Rtc,
+    socket: tokio::net::UdpSocket,
+    addr: SocketAddr,
+    mids: Vec<Mid>,
+}
+
+/// What a peer does once connected.
+#[derive(Debug, Clone, Copy)]
+pub enum Role {
+    /// Publisher number `n`, at `rate`.
+    Publish {
+        n: usize,
+        rate: Rate,
+    },
+    Subscribe,
+    /// A participant of a one-to-one call: publishes as `n` and receives the other one.
+    Both {
+        n: usize,
+        rate: Rate,
+    },
+}
+
+fn rtc(now: Instant) -> Rtc {
+    Rtc::builder()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .build(now)
+}
+
+impl Peer {
+    async fn bind(now: Instant) -> Peer {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback UDP socket");
+        let addr = socket.local_addr().expect("bound socket has an address");
+        let mut rtc = rtc(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("a host candidate"));
+        Peer {
+            rtc,
+            socket,
+            addr,
+            mids: Vec::new(),
+        }
+    }
+
+    /// A peer that offers one audio and one video m-line in `dir`; the offer carries its
+    /// candidate.
+    pub async fn offerer(now: Instant, dir: Direction) -> (Peer, String, SdpPendingOffer) {
+        let mut p = Peer::bind(now).await;
+        let mut api = p.rtc.sdp_api();
+        let audio = api.add_media(MediaKind::Audio, dir, None, None, None);
+        let video = api.add_media(MediaKind::Video, dir, None, None, None);
+        let (offer, pending) = api.apply().expect("a change with two m-lines");
+        p.mids = vec![audio, video];
+        (p, offer.to_sdp_string(), pending)
+    }
+
+    pub fn accept_answer(&mut self, pending: SdpPendingOffer, sdp: &str) -> Result<(), String> {
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| e.to_string())
+    }
+
+    /// A peer that answers a server's offer (Janus offers to its subscribers).
+    pub async fn answerer(now: Instant, offer: &str) -> Result<(Peer, String), String> {
+        let mut p = Peer::bind(now).await;
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| e.to_string())?;
+        let answer = p
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| e.to_string())?;
+        let answer = answer.to_sdp_string();
+        p.mids = answer
+            .lines()
+            .filter_map(|l| l.strip_prefix("a=mid:"))
+            .map(|m| Mid::from(m.trim()))
+            .collect();
+        Ok((p, answer))
+    }
+
+    /// Adds a remote candidate that came outside the SDP.
+    pub fn add_remote_candidate(&mut self, line: &str) {
+        if let Ok(c) = Candidate::from_sdp_string(line.trim().trim_start_matches("a=")) {
+            self.rtc.add_remote_candidate(c);
+        }
+    }
+
+    /// Runs until `totals.stop`.
+    pub async fn run(mut self, role: Role, totals: Rc<RefCell<Totals>>) {
+        let epoch = totals.borrow().epoch;
+        let mut st = State::new(&mut self.rtc, role, epoch, std::mem::take(&mut self.mids));
+        let mut buf = vec![0u8; 2048];
+        let _ = self.drain(&mut st, &totals, None);
+        loop {
+            if totals.borrow().stop {
+                self.rtc.disconnect();
+                return;
+            }
+            let wake = st
+                .next_wake()
+                .min(Instant::now() + Duration::from_millis(100));
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => {
+                    let Ok((n, from)) = r else { continue };
+                    let at = Instant::now();
+                    let Ok(contents) = (&buf[..n]).try_into() else { continue };
+                    let input = Input::Receive(at, Receive { proto: Protocol::Udp, source: from, destination: self.addr, contents });
+                    if self.rtc.handle_input(input).is_err() {
+                        continue;
+                    }
+                    self.drain(&mut st, &totals, Some((at, n)));
+                    // More that already arrived, without going back to the reactor.
+                    while let Ok((n, from)) = self.socket.try_recv_from(&mut buf) {
+                        let at = Instant::now();
+                        let Ok(contents) = (&buf[..n]).try_into() else { continue };
+                        let input = Input::Receive(at, Receive { proto: Protocol::Udp, source: from, destination: self.addr, contents });
+                        if self.rtc.handle_input(input).is_ok() {
+                            self.drain(&mut st, &totals, Some((at, n)));
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(wake.into()) => {
+                    let now = Instant::now();
+                    if now >= st.rtc_deadline {
+                        let _ = self.rtc.handle_input(Input::Timeout(now));
+                    }
+                    st.publish(&mut self.rtc, now, &totals);
+                    self.drain(&mut st, &totals, None);
+                }
+            }
+        }
+    }
+
+    /// Polls the `Rtc` until it waits; `arrived` is the datagram just handed in (when, size).
+    fn drain(
+        &mut self,
+        st: &mut State,
+        totals: &Rc<RefCell<Totals>>,
+        arrived: Option<(Instant, usize)>,
+    ) -> bool {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => {
+                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Timeout(t)) => {
+                    st.rtc_deadline = t;
+                    return true;
+                }
+                Ok(Output::Event(e)) => st.event(&mut self.rtc, e, totals, arrived),
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// A subscriber's progress through a keyframe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keyframe {
+    Waiting,
+    /// Inside a keyframe; the next sequence number expected.
+    Inside(u64),
+    Done,
+}
+
+struct State {
+    role: Role,
+    epoch: Instant,
+    rtc_deadline: Instant,
+    connected_at: Option<Instant>,
+    video: Option<(Mid, Pt)>,
+    audio: Option<(Mid, Pt)>,
+    video_pts: Vec<Pt>,
+    mids: Vec<Mid>,
+    // Publisher.
+    /// When the next frame starts.
+    next_frame: Instant,
+    next_audio: Instant,
+    /// The current frame: when it started, packets sent and in all, the gap between them.
+    frame_at: Instant,
+    frame_sent: u32,
+    frame_total: u32,
+    frame_gap: Duration,
+    key_frame: bool,
+    key_pending: bool,
+    last_key: Option<Instant>,
+    seq_v: u64,
+    seq_a: u64,
+    frames: u64,
+    // Subscriber.
+    keyframe: Keyframe,
+}
+
+impl State {
+    fn new(rtc: &mut Rtc, role: Role, epoch: Instant, mids: Vec<Mid>) -> State {
+        let now = Instant::now();
+        let video_pts = rtc
+            .codec_config()
+            .params()
+            .iter()
+            .filter(|p| p.spec().codec == Codec::Vp8)
+            .map(|p| p.pt())
+            .collect();
+        State {
+            role,
+            epoch,
+            rtc_deadline: now,
+            connected_at: None,
+            video: None,
+            audio: None,
+            video_pts,
+            mids,
+            next_frame: now,
+            next_audio: now,
+            frame_at: now,
+            frame_sent: 0,
+            frame_total: 0,
+            frame_gap: Duration::ZERO,
+            key_frame: false,
+            key_pending: true,
+            last_key: None,
+            seq_v: 0,
+            seq_a: 0,
+            frames: 0,
+            keyframe: Keyframe::Waiting,
+        }
+    }
+
+    fn rate(&self) -> Option<(usize, Rate)> {
+        match self.role {
+            Role::Publish { n, rate } | Role::Both { n, rate } => Some((n, rate)),
+            Role::Subscribe => None,
+        }
+    }
+
+    fn receives(&self) -> bool {
+        !matches!(self.role, Role::Publish { .. })
+    }
+
+    fn next_wake(&self) -> Instant {
+        let mut t = self.rtc_deadline;
+        if self.connected_at.is_some() {
+            if let Some((_, rate)) = self.rate() {
+                t = t.min(if self.frame_sent < self.frame_total {
+                    self.frame_at + self.frame_gap * self.frame_sent
+                } else {
+                    self.next_frame
+                });
+                if rate.audio_pps > 0 {
+                    t = t.min(self.next_audio);
+                }
+            }
+        }
+        t
+    }
+
+    fn stamp(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    /// Learns the negotiated m-lines and payload types once connected.
+    fn learn(&mut self, rtc: &mut Rtc) {
+        let params: Vec<(Pt, Codec)> = rtc
+            .codec_config()
+            .params()
+            .iter()
+            .map(|p| (p.pt(), p.spec().codec))
+            .collect();
+        for mid in self.mids.clone() {
+            let Some(m) = rtc.media(mid) else { continue };
+            let kind = m.kind();
+            let remote = m.remote_pts().to_vec();
+            let want = if kind == MediaKind::Video {
+                Codec::Vp8
+            } else {
+                Codec::Opus
+            };
+            let pt = params
+                .iter()
+                .find(|(pt, c)| *c == want && remote.contains(pt))
+                .map(|(pt, _)| *pt);
+            if let Some(pt) = pt {
+                if kind == MediaKind::Video {
+                    self.video = Some((mid, pt));
+                } else {
+                    self.audio = Some((mid, pt));
+                }
+            }
+        }
+    }
+
+    fn event(
+        &mut self,
+        rtc: &mut Rtc,
+        e: Event,
+        totals: &Rc<RefCell<Totals>>,
+        arrived: Option<(Instant, usize)>,
+    ) {
+        match e {
+            Event::MediaAdded(m) if !self.mids.contains(&m.mid) => self.mids.push(m.mid),
+            Event::Connected if self.connected_at.is_none() => {
+                let now = Instant::now();
+                self.connected_at = Some(now);
+                self.next_frame = now;
+                self.next_audio = now;
+                self.learn(rtc);
+                totals.borrow_mut().connected += 1;
+            }
+            // PLI or FIR: the next frame is a keyframe.
+            Event::KeyframeRequest(_) => {
+                self.key_pending = true;
+                totals.borrow_mut().keyframe_requests_seen += 1;
+            }
+            Event::RtpPacket(pkt) if self.receives() => {
+                let Some((at, size)) = arrived else { return };
+                let video = self.video_pts.contains(&pkt.header.payload_type);
+                let p = &pkt.payload;
+                let (stamp_at, from_at) = if video {
+                    (VIDEO_STAMP_AT, VIDEO_STAMP_AT + 8)
+                } else {
+                    (0, 8)
+                };
+                if p.len() < from_at + 4 {
+                    return;
+                }
+                let stamp = u64::from_be_bytes(p[stamp_at..stamp_at + 8].try_into().unwrap());
+                let from = u32::from_be_bytes(p[from_at..from_at + 4].try_into().unwrap()) as usize;
+                if video {
+                    self.keyframe_progress(*pkt.seq_no, p, pkt.header.marker, at, totals);
+                }
+                let mut t = totals.borrow_mut();
+                if !t.in_window(stamp) || from >= t.recv_video.len() {
+                    return;
+                }
+                if video {
+                    t.recv_video[from] += 1;
+                } else {
+                    t.recv_audio[from] += 1;
+                }
+                t.recv_bytes += size as u64;
+                let lat = self.stamp(at).saturating_sub(stamp) / 1_000;
+                let bucket = (lat as usize).min(HIST_US);
+                t.latency_us[bucket] += 1;
+            }
+            _ => {}
+        }
+    }
+
+    fn keyframe_progress(
+        &mut self,
+        seq: u64,
+        p: &[u8],
+        marker: bool,
+        at: Instant,
+        totals: &Rc<RefCell<Totals>>,
+    ) {
+        let starts_key = p[0] & 0x10 != 0 && p[0] & 0x07 == 0 && p[1] & 0x01 == 0;
+        self.keyframe = match self.keyframe {
+            Keyframe::Done => return,
+            Keyframe::Inside(next) if seq == next => Keyframe::Inside(next + 1),
+            _ if starts_key => Keyframe::Inside(seq + 1),
+            _ => Keyframe::Waiting,
+        };
+        if marker && matches!(self.keyframe, Keyframe::Inside(_)) {
+            self.keyframe = Keyframe::Done;
+            let mut t = totals.borrow_mut();
+            t.keyframe_ok += 1;
+            let since = self.connected_at.unwrap_or(at);
+            t.keyframe_wait_us
+                .push(at.saturating_duration_since(since).as_micros() as u64);
+        }
+    }
+
+    /// Writes the packets that are due.
+    fn publish(&mut self, rtc: &mut Rtc, now: Instant, totals: &Rc<RefCell<Totals>>) {
+        let Some((n, rate)) = self.rate() else { return };
+        if self.connected_at.is_none() {
+            return;
+        }
+        let fps = rate.fps.max(1);
+        let frame = Duration::from_nanos(1_000_000_000 / fps as u64);
+        if let Some((mid, pt)) = self.video {
+            // Each frame's packets are spread evenly over the frame interval (a paced sender).
+            loop {
+                if self.frame_sent == self.frame_total {
+                    if now < self.next_frame {
+                        break;
+                    }
+                    let key = self.key_pending
+                        && self.last_key.is_none_or(|t| {
+                            now.saturating_duration_since(t) >= KEYFRAME_MIN_INTERVAL
+                        });
+                    if key {
+                        self.key_pending = false;
+                        self.last_key = Some(now);
+                    }
+                    self.key_frame = key;
+                    self.frame_at = self.next_frame;
+                    self.next_frame += frame;
+                    if now >= self.next_frame + frame {
+                        // Far behind (the tool stalled): skip ahead rather than burst.
+                        self.frame_at = now;
+                        self.next_frame = now + frame;
+                    }
+                    self.frame_total = rate.packets_per_frame * if key { 3 } else { 1 };
+                    self.frame_sent = 0;
+                    self.frame_gap = frame / self.frame_total.max(1);
+                    self.frames += 1;
+                }
+                if now < self.frame_at + self.frame_gap * self.frame_sent {
+                    break;
+                }
+                let first = self.frame_sent == 0;
+                let last = self.frame_sent + 1 == self.frame_total;
+                let stamp = self.stamp(Instant::now());
+                let mut payload = vec![0u8; VIDEO_PAYLOAD];
+                // VP8 payload descriptor: S bit on a frame's first packet, partition 0.
+                payload[0] = if first { 0x10 } else { 0x00 };
+                if first {
+                    // VP8 frame tag: P = 0 (keyframe) or 1, show_frame; a keyframe's start code
+                    // and 640×480.
+                    payload[1] = if self.key_frame { 0x10 } else { 0x11 };
+                    if self.key_frame {
+                        payload[4..11].copy_from_slice(&[0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01]);
+                    }
+                }
+                payload[VIDEO_STAMP_AT..VIDEO_STAMP_AT + 8].copy_from_slice(&stamp.to_be_bytes());
+                payload[VIDEO_STAMP_AT + 8..VIDEO_STAMP_AT + 12]
+                    .copy_from_slice(&(n as u32).to_be_bytes());
+                self.seq_v += 1;
+                self.frame_sent += 1;
+                let ts = (self.frames * (90_000 / fps as u64)) as u32;
+                let mut api = rtc.direct_api();
+                if let Some(tx) = api.stream_tx_by_mid(mid, None) {
+                    tx.write_rtp(
+                        RtpWrite::new(pt, self.seq_v.into(), ts, now, payload)
+                            .marker(last)
+                            .nackable(true),
+                    );
+                    let mut t = totals.borrow_mut();
+                    if t.in_window(stamp) {
+                        t.sent_video[n] += 1;
+                    }
+                }
+            }
+        }
+        if rate.audio_pps > 0 {
+            if let Some((mid, pt)) = self.audio {
+                let gap = Duration::from_nanos(1_000_000_000 / rate.audio_pps as u64);
+                if now >= self.next_audio {
+                    let stamp = self.stamp(Instant::now());
+                    let mut payload = vec![0x11u8; AUDIO_PAYLOAD];
+                    payload[0..8].copy_from_slice(&stamp.to_be_bytes());
+                    payload[8..12].copy_from_slice(&(n as u32).to_be_bytes());
+                    self.seq_a += 1;
+                    let ts = (self.seq_a * (48_000 / rate.audio_pps as u64)) as u32;
+                    let mut api = rtc.direct_api();
+                    if let Some(tx) = api.stream_tx_by_mid(mid, None) {
+                        tx.write_rtp(RtpWrite::new(pt, self.seq_a.into(), ts, now, payload));
+                        let mut t = totals.borrow_mut();
+                        if t.in_window(stamp) {
+                            t.sent_audio[n] += 1;
+                        }
+                    }
+                    self.next_audio += gap;
+                    if now >= self.next_audio + gap * 5 {
+                        self.next_audio = now + gap;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The direction a role offers.
+pub fn direction(role: &Role) -> Direction {
+    match role {
+        Role::Publish { .. } => Direction::SendOnly,
+        Role::Subscribe => Direction::RecvOnly,
+        Role::Both { .. } => Direction::SendRecv,
+    }
+}
