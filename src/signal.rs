@@ -507,7 +507,7 @@ struct MediaLink {
 }
 
 /// Most calls (or watches of one call) a connection may watch at once.
-const MAX_WATCHES_PER_CONNECTION: usize = 64;
+const MAX_WATCHES_PER_CONNECTION: usize = 256;
 
 impl MediaLink {
     /// The participant is in a connected call: listen to its media and say how to connect
