@@ -112,6 +112,10 @@ pub struct ServerArgs {
     /// address, or, when bound to 0.0.0.0, this host's primary address and 127.0.0.1].
     #[arg(long, env = "FRONTDESK_MEDIA_PUBLIC_IPS")]
     pub media_public_ips: Option<String>,
+    /// Media worker threads, each with its own SFU core and UDP socket (port + k); a call lives
+    /// on one of them [default: the available parallelism, at most 16].
+    #[arg(long, env = "FRONTDESK_MEDIA_WORKERS")]
+    pub media_workers: Option<String>,
     /// TURN URLs handed to browsers, comma-separated (turn:host:3478?transport=udp,
     /// turn:host:3478?transport=tcp, turns:host:5349); needs FRONTDESK_TURN_SECRET.
     #[arg(long, env = "FRONTDESK_TURN_URLS")]
@@ -252,7 +256,11 @@ pub struct Config {
 /// The SFU's socket and the ICE servers handed to browsers.
 #[derive(Debug, Clone)]
 pub struct MediaConfig {
+    /// Where the first worker's socket binds; worker k binds the port + k (each an ephemeral
+    /// port when the port is 0).
     pub udp: SocketAddr,
+    /// Media worker threads (shards), 1 to [`MAX_MEDIA_WORKERS`].
+    pub workers: usize,
     /// Advertised IPs; empty: derive them from `udp` once it is bound.
     pub public_ips: Vec<std::net::IpAddr>,
     pub turn_urls: Vec<String>,
@@ -272,6 +280,10 @@ pub struct StripeConfig {
 
 /// The SFU's UDP port when FRONTDESK_MEDIA_UDP is not set.
 pub const DEFAULT_MEDIA_PORT: u16 = 7882;
+/// The default number of media workers is the available parallelism, capped here.
+pub const DEFAULT_MAX_MEDIA_WORKERS: usize = 16;
+/// Most media workers FRONTDESK_MEDIA_WORKERS may ask for.
+pub const MAX_MEDIA_WORKERS: usize = 64;
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://frontdesk.db";
 pub const DEMO_DATABASE_URL: &str = "sqlite://frontdesk-demo.db";
 
@@ -531,6 +543,31 @@ fn resolve_media(
             )
         })?,
     };
+    let workers = match args.media_workers.as_deref().map(str::trim) {
+        None => std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(DEFAULT_MAX_MEDIA_WORKERS),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_MEDIA_WORKERS).contains(n))
+            .ok_or_else(|| {
+                bad(
+                    "FRONTDESK_MEDIA_WORKERS",
+                    format!("not a number from 1 to {MAX_MEDIA_WORKERS} (got {v:?})"),
+                )
+            })?,
+    };
+    if udp.port() != 0 && usize::from(udp.port()) + workers - 1 > usize::from(u16::MAX) {
+        return Err(bad(
+            "FRONTDESK_MEDIA_WORKERS",
+            format!(
+                "{workers} workers need the UDP ports {} to {}, past 65535",
+                udp.port(),
+                usize::from(udp.port()) + workers - 1
+            ),
+        ));
+    }
     let public_ips = split_list(args.media_public_ips.as_deref())
         .map(|ip| {
             ip.parse().map_err(|_| {
@@ -592,6 +629,7 @@ fn resolve_media(
         })?;
     Ok(MediaConfig {
         udp,
+        workers,
         public_ips,
         turn_urls,
         turn_secret,
@@ -694,6 +732,35 @@ mod tests {
         a.media_udp = Some("nope".into());
         let e = Config::resolve(&a, DEFAULT_DATABASE_URL, &no_env).unwrap_err();
         assert_eq!(e.var, "FRONTDESK_MEDIA_UDP");
+    }
+
+    #[test]
+    fn media_workers_default_to_the_cores_and_must_fit_the_port_range() {
+        let mut a = args();
+        let c = Config::resolve(&a, DEFAULT_DATABASE_URL, &no_env).unwrap();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(c.media.workers, cores.min(DEFAULT_MAX_MEDIA_WORKERS));
+        a.media_workers = Some("3".into());
+        let c = Config::resolve(&a, DEFAULT_DATABASE_URL, &no_env).unwrap();
+        assert_eq!(c.media.workers, 3);
+        for bad in ["0", "65", "two", "-1"] {
+            a.media_workers = Some(bad.into());
+            let e = Config::resolve(&a, DEFAULT_DATABASE_URL, &no_env).unwrap_err();
+            assert_eq!(e.var, "FRONTDESK_MEDIA_WORKERS", "{bad}");
+        }
+        // Ports port..port+workers-1 must exist; an ephemeral port has no such limit.
+        a.media_workers = Some("2".into());
+        a.media_udp = Some("0.0.0.0:65535".into());
+        let e = Config::resolve(&a, DEFAULT_DATABASE_URL, &no_env).unwrap_err();
+        assert_eq!(e.var, "FRONTDESK_MEDIA_WORKERS");
+        a.media_udp = Some("0.0.0.0:0".into());
+        assert_eq!(
+            Config::resolve(&a, DEFAULT_DATABASE_URL, &no_env)
+                .unwrap()
+                .media
+                .workers,
+            2
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! The SFU's UDP loop: one thread owns the socket and the [`Sfu`] core, tells it the time and
-//! hands it datagrams; signaling connections reach it over a bounded channel ([`MediaHandle`])
-//! and hear about their call's media over a channel of their own ([`Notice`]).
+//! The SFU's UDP loops: N media workers (FRONTDESK_MEDIA_WORKERS), each a thread that owns one
+//! UDP socket and one [`Sfu`] core, tells it the time and hands it datagrams in batches
+//! (`recvmmsg`/`sendmmsg`, [`batch`]). A call lives on one worker, chosen by its id, so both
+//! peers of a call share a core and forwarding takes no lock and no channel hop. Signaling
+//! connections reach a call's worker over that worker's bounded channel ([`MediaHandle`]) and
+//! hear about their call's media over a channel of their own ([`Notice`]).
 //!
 //! A peer is one participant (visitor or agent) of one call. It lives from its first
 //! `media_offer` until the call ends, the same side offers afresh (a reloaded page), its
@@ -8,14 +11,19 @@
 
 use crate::config::{MediaConfig, Secret};
 use frontdesk_domain::{CallId, OrgId};
-use frontdesk_sfu::{PeerId, RoomId, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats};
+use frontdesk_sfu::{
+    PeerId, Protocol, RoomId, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats, Transmit,
+};
 use frontdesk_signaling::wire::{IceServer, Side};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
+
+mod batch;
 
 /// A peer whose media stayed down this long is removed.
 pub const DOWN_LIMIT: Duration = Duration::from_secs(90);
@@ -136,7 +144,8 @@ enum Cmd {
     },
 }
 
-/// Counters for `/metrics`, written by the loop.
+/// Counters for `/metrics`, summed over the media workers: each adds what changed in its own
+/// core since it last published (about once a second).
 #[derive(Debug, Default)]
 pub struct MediaMetrics {
     pub peers: AtomicU64,
@@ -146,15 +155,20 @@ pub struct MediaMetrics {
     pub bytes_forwarded: AtomicU64,
     pub datagrams_unmatched: AtomicU64,
     pub keyframe_requests: AtomicU64,
+    /// Datagrams the socket refused to send (a real error, not a full buffer); dropped.
+    pub send_errors: AtomicU64,
 }
 
-/// The way into the media loop.
+/// The way into the media workers.
 #[derive(Clone)]
 pub struct MediaHandle {
-    tx: mpsc::Sender<Cmd>,
-    /// The address the SFU's socket is bound to.
+    /// One command queue per worker; a call's commands all go to `shards[shard_of(call)]`.
+    shards: Arc<[mpsc::Sender<Cmd>]>,
+    /// The address the first worker's socket is bound to.
     pub local_addr: SocketAddr,
-    /// The host candidates advertised to browsers.
+    /// Every worker's socket address, by worker.
+    pub local_addrs: Vec<SocketAddr>,
+    /// The host candidates the first worker advertises (each worker advertises its own port).
     pub candidates: Vec<SocketAddr>,
     pub metrics: Arc<MediaMetrics>,
     turn_urls: Vec<String>,
@@ -166,48 +180,92 @@ pub struct MediaHandle {
 /// The watchers a call may have at once unless configured otherwise.
 pub const DEFAULT_MAX_WATCHERS: usize = 8;
 
+/// The worker a call's media lives on (a call id is a random v4 UUID, so its bits are spread
+/// well enough to take them modulo the worker count).
+fn shard_of(call: CallId, shards: usize) -> usize {
+    let v = call.0.as_u128();
+    ((v as u64 ^ (v >> 64) as u64) % shards as u64) as usize
+}
+
 impl MediaHandle {
-    /// Binds the socket and starts the loop on a thread of its own.
+    /// Binds one socket per worker (the configured port + k, or an ephemeral port each) and
+    /// starts each worker on a thread of its own.
     pub fn start(config: &MediaConfig) -> std::io::Result<MediaHandle> {
-        let std_socket = std::net::UdpSocket::bind(config.udp)?;
-        std_socket.set_nonblocking(true)?;
-        let local_addr = std_socket.local_addr()?;
-        let candidates = advertised(config, local_addr);
-        let (tx, rx) = mpsc::channel(QUEUE);
         let metrics = Arc::new(MediaMetrics::default());
-        let sfu = Sfu::new(
-            Instant::now(),
-            SfuConfig {
-                candidates: candidates.clone(),
-            },
-        );
+        let workers = config.workers.max(1);
+        let mut sockets = Vec::with_capacity(workers);
+        for k in 0..workers {
+            let mut addr = config.udp;
+            if addr.port() != 0 {
+                let port = u16::try_from(usize::from(addr.port()) + k).map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "media worker port past 65535",
+                    )
+                })?;
+                addr.set_port(port);
+            }
+            let std_socket = std::net::UdpSocket::bind(addr)?;
+            std_socket.set_nonblocking(true)?;
+            sockets.push(std_socket);
+        }
         let max_watchers = config.max_watchers;
-        let loop_metrics = metrics.clone();
-        std::thread::Builder::new()
-            .name("frontdesk-media".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a current-thread runtime builds with default settings");
-                rt.block_on(async move {
-                    match tokio::net::UdpSocket::from_std(std_socket) {
-                        Ok(socket) => run(sfu, max_watchers, socket, rx, loop_metrics).await,
-                        Err(e) => tracing::error!(error = %e, "media socket unusable"),
-                    }
-                });
-            })?;
-        tracing::info!(%local_addr, ?candidates, "media (SFU) listening on UDP");
+        let mut shards = Vec::with_capacity(workers);
+        let mut local_addrs = Vec::with_capacity(workers);
+        let mut first_candidates = Vec::new();
+        for (k, std_socket) in sockets.into_iter().enumerate() {
+            let local_addr = std_socket.local_addr()?;
+            let candidates = advertised(config, local_addr);
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let sfu = Sfu::new(
+                Instant::now(),
+                SfuConfig {
+                    candidates: candidates.clone(),
+                },
+            );
+            let loop_metrics = metrics.clone();
+            std::thread::Builder::new()
+                .name(format!("frontdesk-media-{k}"))
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a current-thread runtime builds with default settings");
+                    rt.block_on(async move {
+                        match tokio::net::UdpSocket::from_std(std_socket) {
+                            Ok(socket) => run(sfu, max_watchers, socket, rx, loop_metrics).await,
+                            Err(e) => tracing::error!(error = %e, "media socket unusable"),
+                        }
+                    });
+                })?;
+            tracing::info!(worker = k, %local_addr, ?candidates, "media (SFU) listening on UDP");
+            if k == 0 {
+                first_candidates = candidates;
+            }
+            shards.push(tx);
+            local_addrs.push(local_addr);
+        }
         Ok(MediaHandle {
-            tx,
-            local_addr,
-            candidates,
+            shards: shards.into(),
+            local_addr: local_addrs[0],
+            local_addrs,
+            candidates: first_candidates,
             metrics,
             turn_urls: config.turn_urls.clone(),
             turn_secret: config.turn_secret.clone(),
             turn_ttl: config.turn_ttl,
             next_token: Arc::new(AtomicU64::new(1)),
         })
+    }
+
+    /// The command queue of the worker that owns `call`.
+    fn tx(&self, call: CallId) -> &mpsc::Sender<Cmd> {
+        &self.shards[shard_of(call, self.shards.len())]
+    }
+
+    /// The socket address of the worker that owns `call`'s media.
+    pub fn local_addr_of(&self, call: CallId) -> SocketAddr {
+        self.local_addrs[shard_of(call, self.shards.len())]
     }
 
     /// A token that identifies one signaling connection's attachment.
@@ -239,9 +297,13 @@ impl MediaHandle {
         }]
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, MediaError> {
+    async fn ask<T>(
+        &self,
+        call: CallId,
+        make: impl FnOnce(Reply<T>) -> Cmd,
+    ) -> Result<T, MediaError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
+        self.tx(call)
             .try_send(make(reply))
             .map_err(|_| MediaError::Unavailable)?;
         rx.await.map_err(|_| MediaError::Unavailable)?
@@ -255,7 +317,7 @@ impl MediaHandle {
         restart: bool,
         attempt: u8,
     ) -> Result<String, MediaError> {
-        self.ask(|reply| Cmd::Offer {
+        self.ask(call, |reply| Cmd::Offer {
             call,
             side,
             sdp,
@@ -272,7 +334,7 @@ impl MediaHandle {
         side: Side,
         candidate: String,
     ) -> Result<(), MediaError> {
-        self.ask(|reply| Cmd::Candidate {
+        self.ask(call, |reply| Cmd::Candidate {
             call,
             side,
             candidate,
@@ -282,7 +344,7 @@ impl MediaHandle {
     }
 
     pub async fn keyframe(&self, call: CallId, side: Side, mid: String) -> Result<(), MediaError> {
-        self.ask(|reply| Cmd::Keyframe {
+        self.ask(call, |reply| Cmd::Keyframe {
             call,
             side,
             mid,
@@ -292,11 +354,11 @@ impl MediaHandle {
     }
 
     pub fn failed(&self, call: CallId, side: Side) {
-        let _ = self.tx.try_send(Cmd::Failed { call, side });
+        let _ = self.tx(call).try_send(Cmd::Failed { call, side });
     }
 
     pub fn attach(&self, call: CallId, org: OrgId, side: Side, token: u64, notices: NoticeTx) {
-        let _ = self.tx.try_send(Cmd::Attach {
+        let _ = self.tx(call).try_send(Cmd::Attach {
             call,
             org,
             side,
@@ -316,7 +378,7 @@ impl MediaHandle {
         sdp: String,
         notices: NoticeTx,
     ) -> Result<String, MediaError> {
-        self.ask(|reply| Cmd::Watch {
+        self.ask(call, |reply| Cmd::Watch {
             call,
             org,
             token,
@@ -329,15 +391,15 @@ impl MediaHandle {
     }
 
     pub fn unwatch(&self, call: CallId, token: u64, watch: u32) {
-        let _ = self.tx.try_send(Cmd::Unwatch { call, token, watch });
+        let _ = self.tx(call).try_send(Cmd::Unwatch { call, token, watch });
     }
 
     pub fn detach(&self, call: CallId, side: Side, token: u64) {
-        let _ = self.tx.try_send(Cmd::Detach { call, side, token });
+        let _ = self.tx(call).try_send(Cmd::Detach { call, side, token });
     }
 
     pub fn call_over(&self, call: CallId) {
-        let _ = self.tx.try_send(Cmd::CallOver { call });
+        let _ = self.tx(call).try_send(Cmd::CallOver { call });
     }
 }
 
@@ -667,7 +729,9 @@ impl Loop {
         }
     }
 
-    fn publish(&self, m: &MediaMetrics) {
+    /// Adds what changed in this worker's core since `last` to the shared counters.
+    fn publish(&self, m: &MediaMetrics, last: &mut SfuStats) {
+        let now = self.sfu.stats();
         let SfuStats {
             peers,
             rooms,
@@ -676,20 +740,41 @@ impl Loop {
             bytes_forwarded,
             datagrams_unmatched,
             keyframe_requests,
-        } = self.sfu.stats();
-        m.peers.store(peers as u64, Ordering::Relaxed);
-        m.rooms.store(rooms as u64, Ordering::Relaxed);
-        m.packets_in.store(packets_in, Ordering::Relaxed);
-        m.packets_forwarded
-            .store(packets_forwarded, Ordering::Relaxed);
-        m.bytes_forwarded.store(bytes_forwarded, Ordering::Relaxed);
-        m.datagrams_unmatched
-            .store(datagrams_unmatched, Ordering::Relaxed);
-        m.keyframe_requests
-            .store(keyframe_requests, Ordering::Relaxed);
+        } = now;
+        // Gauges go up and down: adding the wrapped difference moves the sum either way.
+        let add = |a: &AtomicU64, new: u64, old: u64| {
+            if new != old {
+                a.fetch_add(new.wrapping_sub(old), Ordering::Relaxed);
+            }
+        };
+        add(&m.peers, peers as u64, last.peers as u64);
+        add(&m.rooms, rooms as u64, last.rooms as u64);
+        add(&m.packets_in, packets_in, last.packets_in);
+        add(
+            &m.packets_forwarded,
+            packets_forwarded,
+            last.packets_forwarded,
+        );
+        add(&m.bytes_forwarded, bytes_forwarded, last.bytes_forwarded);
+        add(
+            &m.datagrams_unmatched,
+            datagrams_unmatched,
+            last.datagrams_unmatched,
+        );
+        add(
+            &m.keyframe_requests,
+            keyframe_requests,
+            last.keyframe_requests,
+        );
+        *last = now;
     }
 }
 
+/// Receive batches handled per wake-up before commands and timers get their turn.
+const RECV_ROUNDS: usize = 8;
+
+/// One media worker: its own socket, core and command queue; nothing shared with the other
+/// workers but the metrics' atomics.
 async fn run(
     sfu: Sfu,
     max_watchers: usize,
@@ -715,7 +800,9 @@ async fn run(
         watchers: HashMap::new(),
         max_watchers,
     };
-    let mut buf = vec![0u8; 2048];
+    let mut recv = batch::RecvBatch::new();
+    let mut out = Outbox::default();
+    let mut published = SfuStats::default();
     let mut last_sweep = Instant::now();
     loop {
         let deadline = lp
@@ -724,17 +811,27 @@ async fn run(
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
             .min(Instant::now() + Duration::from_secs(1));
         tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok((n, source)) => {
-                    lp.sfu.receive(
-                        Instant::now(),
-                        frontdesk_sfu::Protocol::Udp,
-                        source,
-                        local,
-                        &buf[..n],
-                    );
+            r = socket.readable() => match r {
+                Ok(()) => {
+                    for _ in 0..RECV_ROUNDS {
+                        match socket.try_io(Interest::READABLE, || recv.recv(&socket)) {
+                            Ok(_) => {
+                                let now = Instant::now();
+                                for (source, d) in recv.datagrams() {
+                                    lp.sfu.receive(now, Protocol::Udp, source, local, d);
+                                }
+                                out.take_from(&mut lp.sfu);
+                                out.flush(&socket, &metrics).await;
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "media recv failed");
+                                break;
+                            }
+                        }
+                    }
                 }
-                Err(e) => tracing::debug!(error = %e, "media recv failed"),
+                Err(e) => tracing::debug!(error = %e, "media socket not readable"),
             },
             cmd = rx.recv() => match cmd {
                 Some(cmd) => lp.command(cmd),
@@ -748,18 +845,62 @@ async fn run(
         if now >= deadline {
             lp.sfu.timeout(now);
         }
-        while let Some(t) = lp.sfu.poll_transmit() {
-            if let Err(e) = socket.send_to(&t.contents, t.destination).await {
-                tracing::debug!(error = %e, to = %t.destination, "media send failed");
-            }
-        }
+        out.take_from(&mut lp.sfu);
+        out.flush(&socket, &metrics).await;
         while let Some(e) = lp.sfu.poll_event() {
             lp.event(e);
         }
         if now.saturating_duration_since(last_sweep) >= Duration::from_secs(1) {
             last_sweep = now;
             lp.sweep(now);
-            lp.publish(&metrics);
+            lp.publish(&metrics, &mut published);
+        }
+    }
+}
+
+/// Datagrams the core produced, on their way out in batches.
+#[derive(Default)]
+struct Outbox {
+    pending: VecDeque<Transmit>,
+    send: Option<batch::SendBatch>,
+}
+
+impl Outbox {
+    fn take_from(&mut self, sfu: &mut Sfu) {
+        while let Some(t) = sfu.poll_transmit() {
+            self.pending.push_back(t);
+        }
+    }
+
+    /// Sends everything pending. A full socket buffer waits for writability (nothing is
+    /// dropped for it); a datagram the kernel refuses is counted in `send_errors` and dropped.
+    async fn flush(&mut self, socket: &tokio::net::UdpSocket, metrics: &MediaMetrics) {
+        let send = self.send.get_or_insert_with(batch::SendBatch::new);
+        while !self.pending.is_empty() {
+            let pending = self.pending.make_contiguous();
+            let r = socket.try_io(Interest::WRITABLE, || {
+                send.send(
+                    socket,
+                    pending.iter().map(|t| (t.destination, &t.contents[..])),
+                )
+            });
+            match r {
+                Ok(n) => {
+                    self.pending.drain(..n.min(self.pending.len()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Err(e) = socket.writable().await {
+                        tracing::debug!(error = %e, "media socket not writable");
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let t = self.pending.pop_front();
+                    metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(error = %e, to = ?t.map(|t| t.destination), "media send failed");
+                }
+            }
         }
     }
 }

@@ -91,8 +91,13 @@ async fn media_config_arrives_on_connect_and_offers_are_answered() {
         "{sdp}"
     );
     assert!(sdp.contains("a=fingerprint:"));
-    // The server's candidate is its real UDP port.
-    let port = c.s.state.media.local_addr.port().to_string();
+    // The server's candidate is the real UDP port of the worker that owns the call.
+    let port =
+        c.s.state
+            .media
+            .local_addr_of(call.parse().unwrap())
+            .port()
+            .to_string();
     assert!(sdp.contains(&format!(" {port} typ host")), "{sdp}");
     // Trickled candidates are taken; an empty one (end of candidates) too.
     v.send(json!({"type": "ice_candidate", "call_id": call,

@@ -12,11 +12,16 @@
 //!
 //! Timed per iteration: `Sfu::receive` (SRTP unprotect, demux, rewrite, `write_rtp` to N
 //! streams, SRTP protect N times) and draining `poll_transmit` (dropping the N datagrams).
+//!
+//! The `shards` group runs 1 and 2 such cores (10 subscribers each) on as many threads at once
+//! and reports the aggregate forwarded packets/s:
+//!
+//!   cargo bench -p frontdesk-sfu --bench forward_hot_path -- shards
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use frontdesk_sfu::{PeerId, RoomId, Sfu, SfuConfig, SfuEvent};
 use str0m::change::SdpAnswer;
 use str0m::format::Codec;
@@ -324,5 +329,100 @@ fn forward_hot_path(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, forward_hot_path);
-criterion_main!(benches);
+/// Subscribers per shard in the scaling run.
+const SHARD_SUBSCRIBERS: usize = 10;
+
+/// Sharding as in the server (`src/media.rs`): K independent `Sfu` cores, each with its own
+/// publisher and 10 subscribers, each driven by its own OS thread at the same time. One
+/// iteration is one packet into every shard (K × 10 forwarded), so criterion's elements/s is
+/// the aggregate forwarding rate; 2 shards on 2 threads against 1 on 1 shows how it scales.
+fn shards(c: &mut Criterion) {
+    let mut group = c.benchmark_group("shards");
+    for k in [1usize, 2] {
+        let mut benches: Vec<Bench> = (0..k)
+            .map(|_| {
+                let mut b = Bench::new(SHARD_SUBSCRIBERS);
+                b.refill();
+                for _ in 0..10 {
+                    b.forward_one();
+                }
+                b
+            })
+            .collect();
+        group.throughput(Throughput::Elements((k * SHARD_SUBSCRIBERS) as u64));
+        group.bench_function(BenchmarkId::new("threads", k), |bencher| {
+            bencher.iter_custom(|iters| {
+                let mut left = iters;
+                let mut spent = Duration::ZERO;
+                while left > 0 {
+                    for b in benches.iter_mut() {
+                        if b.next == b.pool.len() {
+                            b.refill();
+                        }
+                    }
+                    let room = benches.iter().map(|b| b.pool.len() - b.next).min();
+                    let chunk = left.min(room.unwrap_or(0) as u64);
+                    let start = Instant::now();
+                    std::thread::scope(|s| {
+                        for b in benches.iter_mut() {
+                            s.spawn(move || {
+                                let mut out = 0;
+                                for _ in 0..chunk {
+                                    out += b.forward_one();
+                                }
+                                assert_eq!(out as u64, chunk * SHARD_SUBSCRIBERS as u64);
+                            });
+                        }
+                    });
+                    spent += start.elapsed();
+                    left -= chunk;
+                }
+                spent
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Forwards `k` pooled packets, untimed: the unit of work for an instruction count under
+/// callgrind (`--toggle-collect=*count_run*`), steadier than wall time on a shared machine.
+#[inline(never)]
+fn count_run(b: &mut Bench, k: usize) -> usize {
+    (0..k).map(|_| b.forward_one()).sum()
+}
+
+/// `FORWARD_HOT_PATH_COUNT=N:K`: set up N subscribers, forward K packets and exit (for
+/// `valgrind --tool=callgrind --toggle-collect=*count_run*`; divide the Ir by K).
+fn counted() -> bool {
+    let Ok(v) = std::env::var("FORWARD_HOT_PATH_COUNT") else {
+        return false;
+    };
+    let (n, k) = v
+        .split_once(':')
+        .expect("FORWARD_HOT_PATH_COUNT=subscribers:packets");
+    let (n, k): (usize, usize) = (n.parse().unwrap(), k.parse().unwrap());
+    let mut b = Bench::new(n);
+    b.refill();
+    assert!(
+        k + 10 <= b.pool.len(),
+        "at most {} packets",
+        b.pool.len() - 10
+    );
+    for _ in 0..10 {
+        b.forward_one();
+    }
+    let out = count_run(&mut b, k);
+    assert_eq!(out, k * n);
+    println!("forwarded {k} packets to {n} subscribers");
+    true
+}
+
+criterion_group!(benches, forward_hot_path, shards);
+
+fn main() {
+    if counted() {
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

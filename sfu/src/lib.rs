@@ -192,6 +192,8 @@ struct Peer {
     /// A watcher (a supervisor listening in): receives the room's media, and whatever it
     /// sends is never forwarded.
     watch_only: bool,
+    /// In `Sfu::dirty` (so that it is there once, however many packets it was given).
+    dirty: bool,
 }
 
 /// The SFU core. See the crate documentation.
@@ -207,7 +209,7 @@ pub struct Sfu {
     by_addr: HashMap<SocketAddr, usize>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<SfuEvent>,
-    /// Slots with input since they were last polled.
+    /// Slots with input since they were last polled (each once: see `Peer::dirty`).
     dirty: Vec<usize>,
     stats: SfuStats,
     /// The latest time the caller told the core.
@@ -367,7 +369,7 @@ impl Sfu {
         }
         p.remote_candidates += 1;
         p.rtc.add_remote_candidate(c);
-        self.dirty.push(slot);
+        self.mark_dirty(slot);
         Ok(())
     }
 
@@ -529,6 +531,7 @@ impl Sfu {
             ssrc_in: Vec::new(),
             remote_candidates: 0,
             watch_only,
+            dirty: false,
         };
         let slot = match self.free.pop() {
             Some(s) => {
@@ -574,14 +577,44 @@ impl Sfu {
         }
     }
 
-    fn drain_dirty(&mut self, now: Instant) {
-        while let Some(slot) = self.dirty.pop() {
-            self.drive(slot, now);
+    /// Queues `slot` to be driven once more before the core returns.
+    fn mark_dirty(&mut self, slot: usize) {
+        if let Some(p) = self.peers[slot].as_mut() {
+            if !p.dirty {
+                p.dirty = true;
+                self.dirty.push(slot);
+            }
         }
     }
 
-    /// Polls one peer until it has nothing more to say; forwards what it received.
+    /// Drives every peer that was given input (forwarded RTP, a keyframe request, a
+    /// candidate). Each is told the time first: str0m's pacer releases queued RTP on a timeout,
+    /// so the forwarded packets leave now, in the call that brought them in, rather than on the
+    /// next `timeout` (a second round of polling every receiver per packet).
+    fn drain_dirty(&mut self, now: Instant) {
+        while let Some(slot) = self.dirty.pop() {
+            let Some(p) = self.peers[slot].as_mut() else {
+                continue;
+            };
+            p.dirty = false;
+            if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
+                tracing::debug!(peer = p.id.0, error = %e, "peer timeout failed; closing it");
+                p.rtc.disconnect();
+            }
+            self.poll_peer(slot, now);
+        }
+    }
+
+    /// Polls one peer until it has nothing more to say, then every peer that was given input
+    /// meanwhile.
     fn drive(&mut self, slot: usize, now: Instant) {
+        self.poll_peer(slot, now);
+        self.drain_dirty(now);
+    }
+
+    /// Polls one peer until it has nothing more to say; forwards what it received (marking
+    /// the receivers dirty).
+    fn poll_peer(&mut self, slot: usize, now: Instant) {
         self.last_now = self.last_now.max(now);
         loop {
             let Some(p) = self.peers[slot].as_mut() else {
@@ -610,7 +643,6 @@ impl Sfu {
                 Output::Event(e) => self.on_event(slot, now, e),
             }
         }
-        self.drain_dirty(now);
     }
 
     fn on_event(&mut self, slot: usize, now: Instant, event: Event) {
@@ -717,7 +749,7 @@ impl Sfu {
         if let Some(rx) = p.rtc.direct_api().stream_rx_by_mid(src_mid, None) {
             rx.request_keyframe(kind);
             self.stats.keyframe_requests += 1;
-            self.dirty.push(slot);
+            self.mark_dirty(slot);
         }
     }
 
@@ -811,7 +843,10 @@ impl Sfu {
             );
             self.stats.packets_forwarded += 1;
             self.stats.bytes_forwarded += pkt.payload.len() as u64;
-            self.dirty.push(t);
+            if !dst.dirty {
+                dst.dirty = true;
+                self.dirty.push(t);
+            }
         }
         if let Some(m) = self.rooms.get_mut(&room) {
             *m = members;

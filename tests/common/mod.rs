@@ -98,6 +98,8 @@ impl TestServer {
             plan_max_seats: 50,
             media: frontdesk::config::MediaConfig {
                 udp: "127.0.0.1:0".parse().expect("loopback address"),
+                // Two workers, so calls land on either and the routing by call is exercised.
+                workers: 2,
                 public_ips: Vec::new(),
                 turn_urls: opts.turn_urls.clone(),
                 turn_secret: opts

@@ -1,0 +1,333 @@
+//! Batched datagram IO for the media loop: `recvmmsg` and `sendmmsg` on Linux (up to [`BATCH`]
+//! datagrams per syscall), one `recv_from`/`send_to` per datagram elsewhere. Both work on a
+//! nonblocking socket and report `WouldBlock` like the single calls, so the loop drives them
+//! through tokio's `try_io` after a readiness wake-up.
+//!
+//! UDP GSO (`UDP_SEGMENT`) is not used: it sends several equal-sized segments to *one*
+//! destination in one call, and the SFU's output is a fan-out — each packet in goes to a
+//! different peer. Runs to one destination only happen when one batch holds several packets
+//! from one sender, and their sizes are equal only by chance (RTP packetizers do not pad), so
+//! GSO would rarely apply and would need reordering the queue by destination.
+
+use std::io;
+use std::net::SocketAddr;
+
+/// Most datagrams per `recvmmsg`/`sendmmsg`.
+pub const BATCH: usize = 32;
+/// Receive buffer per datagram: above the SFU's 1,500-byte limit, so an oversized datagram
+/// arrives whole enough to be counted and dropped by the core rather than cut to look valid.
+const RECV_BUF: usize = 2048;
+
+/// Buffers for one batch of received datagrams.
+pub struct RecvBatch {
+    bufs: Vec<[u8; RECV_BUF]>,
+    lens: Vec<usize>,
+    sources: Vec<Option<SocketAddr>>,
+    n: usize,
+    #[cfg(target_os = "linux")]
+    addrs: Vec<libc::sockaddr_storage>,
+    #[cfg(target_os = "linux")]
+    iovecs: Vec<libc::iovec>,
+    #[cfg(target_os = "linux")]
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: the raw pointers in `iovecs` and `hdrs` only ever point into this struct's own
+// vectors, are rebuilt before every syscall and are never dereferenced by Rust code.
+#[cfg(target_os = "linux")]
+unsafe impl Send for RecvBatch {}
+
+impl RecvBatch {
+    pub fn new() -> RecvBatch {
+        RecvBatch {
+            bufs: vec![[0u8; RECV_BUF]; BATCH],
+            lens: vec![0; BATCH],
+            sources: vec![None; BATCH],
+            n: 0,
+            #[cfg(target_os = "linux")]
+            // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid (AF_UNSPEC) value.
+            addrs: vec![unsafe { std::mem::zeroed() }; BATCH],
+            #[cfg(target_os = "linux")]
+            iovecs: Vec::with_capacity(BATCH),
+            #[cfg(target_os = "linux")]
+            hdrs: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// The datagrams of the last successful receive: (source, contents). A datagram whose
+    /// source address is not IPv4 or IPv6 is skipped.
+    pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        (0..self.n).filter_map(|i| Some((self.sources[i]?, &self.bufs[i][..self.lens[i]])))
+    }
+
+    /// Receives up to [`BATCH`] datagrams without blocking; returns how many (at least 1) or
+    /// `WouldBlock`.
+    #[cfg(target_os = "linux")]
+    pub fn recv(&mut self, socket: &tokio::net::UdpSocket) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        self.n = 0;
+        self.iovecs.clear();
+        self.hdrs.clear();
+        for buf in self.bufs.iter_mut() {
+            self.iovecs.push(libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            });
+        }
+        for (iov, addr) in self.iovecs.iter_mut().zip(self.addrs.iter_mut()) {
+            // SAFETY: msghdr is plain old data; the fields that matter are set below.
+            let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+            h.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_iov = iov as *mut libc::iovec;
+            h.msg_iovlen = 1;
+            self.hdrs.push(libc::mmsghdr {
+                msg_hdr: h,
+                msg_len: 0,
+            });
+        }
+        // SAFETY: `hdrs` holds BATCH valid headers whose name and iovec pointers point into
+        // `addrs`, `iovecs` and `bufs`, which live (unmoved) for the duration of the call and
+        // are large enough for what the headers say; the fd is the socket's, open while borrowed.
+        let r = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                self.hdrs.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = r as usize;
+        for i in 0..n {
+            self.lens[i] = (self.hdrs[i].msg_len as usize).min(RECV_BUF);
+            self.sources[i] = from_sockaddr(&self.addrs[i]);
+        }
+        self.n = n;
+        Ok(n)
+    }
+
+    /// Receives one datagram without blocking (the portable fallback).
+    #[cfg(not(target_os = "linux"))]
+    pub fn recv(&mut self, socket: &tokio::net::UdpSocket) -> io::Result<usize> {
+        self.n = 0;
+        let (len, source) = socket.try_recv_from(&mut self.bufs[0])?;
+        self.lens[0] = len;
+        self.sources[0] = Some(source);
+        self.n = 1;
+        Ok(1)
+    }
+}
+
+/// Scratch space for sending one batch.
+pub struct SendBatch {
+    #[cfg(target_os = "linux")]
+    addrs: Vec<libc::sockaddr_storage>,
+    #[cfg(target_os = "linux")]
+    iovecs: Vec<libc::iovec>,
+    #[cfg(target_os = "linux")]
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: as for `RecvBatch`: the pointers are scratch, rebuilt before each syscall.
+#[cfg(target_os = "linux")]
+unsafe impl Send for SendBatch {}
+
+impl SendBatch {
+    pub fn new() -> SendBatch {
+        SendBatch {
+            #[cfg(target_os = "linux")]
+            addrs: Vec::with_capacity(BATCH),
+            #[cfg(target_os = "linux")]
+            iovecs: Vec::with_capacity(BATCH),
+            #[cfg(target_os = "linux")]
+            hdrs: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// Sends the first up to [`BATCH`] of `items` (destination, contents) without blocking.
+    /// Returns how many left (at least 1), `WouldBlock` when none could, or the error of the
+    /// first datagram (the caller drops that one and goes on with the rest).
+    #[cfg(target_os = "linux")]
+    pub fn send<'a>(
+        &mut self,
+        socket: &tokio::net::UdpSocket,
+        items: impl Iterator<Item = (SocketAddr, &'a [u8])>,
+    ) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        self.addrs.clear();
+        self.iovecs.clear();
+        self.hdrs.clear();
+        for (dest, data) in items.take(BATCH) {
+            self.addrs.push(to_sockaddr(dest));
+            self.iovecs.push(libc::iovec {
+                // sendmmsg does not write through it; iovec has only a mutable pointer type.
+                iov_base: data.as_ptr() as *mut libc::c_void,
+                iov_len: data.len(),
+            });
+        }
+        if self.iovecs.is_empty() {
+            return Ok(0);
+        }
+        for (iov, addr) in self.iovecs.iter_mut().zip(self.addrs.iter_mut()) {
+            // SAFETY: msghdr is plain old data; the fields that matter are set below.
+            let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+            h.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = sockaddr_len(addr);
+            h.msg_iov = iov as *mut libc::iovec;
+            h.msg_iovlen = 1;
+            self.hdrs.push(libc::mmsghdr {
+                msg_hdr: h,
+                msg_len: 0,
+            });
+        }
+        // SAFETY: every header points at an address in `addrs` and one iovec in `iovecs`, whose
+        // buffer is borrowed from `items` for 'a (outliving this call); the kernel only reads
+        // them. The fd is the socket's, open while borrowed.
+        let r = unsafe {
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                self.hdrs.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(r as usize)
+    }
+
+    /// Sends the first of `items` without blocking (the portable fallback).
+    #[cfg(not(target_os = "linux"))]
+    pub fn send<'a>(
+        &mut self,
+        socket: &tokio::net::UdpSocket,
+        mut items: impl Iterator<Item = (SocketAddr, &'a [u8])>,
+    ) -> io::Result<usize> {
+        match items.next() {
+            Some((dest, data)) => socket.try_send_to(data, dest).map(|_| 1),
+            None => Ok(0),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn to_sockaddr(addr: SocketAddr) -> libc::sockaddr_storage {
+    // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
+    let mut s: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut s as *mut libc::sockaddr_storage).cast(), sin) };
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&mut s as *mut libc::sockaddr_storage).cast(), sin6) };
+        }
+    }
+    s
+}
+
+#[cfg(target_os = "linux")]
+fn sockaddr_len(s: &libc::sockaddr_storage) -> libc::socklen_t {
+    let len = if s.ss_family == libc::AF_INET as libc::sa_family_t {
+        std::mem::size_of::<libc::sockaddr_in>()
+    } else {
+        std::mem::size_of::<libc::sockaddr_in6>()
+    };
+    len as libc::socklen_t
+}
+
+#[cfg(target_os = "linux")]
+fn from_sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match s.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says the kernel wrote a sockaddr_in; storage is aligned for it.
+            let sin: &libc::sockaddr_in = unsafe { &*(s as *const libc::sockaddr_storage).cast() };
+            let ip = std::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Some(SocketAddr::from((ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the kernel wrote a sockaddr_in6; storage is aligned for it.
+            let sin6: &libc::sockaddr_in6 =
+                unsafe { &*(s as *const libc::sockaddr_storage).cast() };
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_addresses_survive_the_round_trip_through_sockaddr() {
+        for a in [
+            "127.0.0.1:7882",
+            "[::1]:9",
+            "[fe80::1%2]:5000",
+            "10.1.2.3:65535",
+        ] {
+            let a: SocketAddr = a.parse().unwrap();
+            assert_eq!(from_sockaddr(&to_sockaddr(a)), Some(a));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_goes_out_and_comes_back_in_order() {
+        let rx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let tx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = rx.local_addr().unwrap();
+        let msgs: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 100 + i as usize]).collect();
+        let mut send = SendBatch::new();
+        let mut sent = 0;
+        while sent < msgs.len() {
+            let n = send
+                .send(&tx, msgs[sent..].iter().map(|m| (to, &m[..])))
+                .unwrap();
+            assert!((1..=BATCH).contains(&n));
+            sent += n;
+        }
+        let mut recv = RecvBatch::new();
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        while got.len() < msgs.len() {
+            rx.readable().await.unwrap();
+            match rx.try_io(tokio::io::Interest::READABLE, || recv.recv(&rx)) {
+                Ok(_) => got.extend(recv.datagrams().map(|(from, d)| {
+                    assert_eq!(from, tx.local_addr().unwrap());
+                    d.to_vec()
+                })),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, msgs);
+    }
+}
