@@ -29,7 +29,6 @@ mod common;
 use common::{cpu_ticks, now_s, percentile, token, JWT_SECRET};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -239,33 +238,8 @@ async fn main() {
     let n = a.agents;
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/billing.db", dir.path().display());
-    let out = Command::new(BIN)
-        .args([
-            "create-org",
-            "--name",
-            "Billing load",
-            "--admin-user-id",
-            "admin",
-            "--admin-email",
-            "a@load.example",
-        ])
-        .args(["--seat-limit", &(n + 1).to_string()])
-        .env("FRONTDESK_DATABASE_URL", &db)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "create-org: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let field = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .map(|v| v.trim().to_owned())
-            .expect("create-org output")
-    };
-    let (org, pool) = (field("org_id"), field("default_pool"));
+    let created = common::create_org(BIN, &db, "Billing load", n + 1);
+    let (org, pool) = (created.org, created.pool);
 
     let mut server = Command::new(BIN)
         .args(["serve", "--log-format", "json"])
@@ -278,15 +252,7 @@ async fn main() {
         .spawn()
         .unwrap();
     let pid = server.id();
-    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
-    let base = loop {
-        let l = lines.next().expect("server output").unwrap();
-        if l.contains("\"listening\"") {
-            let v: Value = serde_json::from_str(&l).unwrap();
-            break v["addr"].as_str().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let base = common::listening_addr(&mut server);
     let hook = format!("http://{base}/v1/webhooks/stripe");
     let http = reqwest::Client::builder()
         .tcp_nodelay(true)

@@ -17,7 +17,6 @@ use common::{cpu_ticks, percentile, rss_kib, token, JWT_SECRET};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -88,33 +87,8 @@ async fn main() {
     let a = args();
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/load.db", dir.path().display());
-    let out = Command::new(BIN)
-        .args([
-            "create-org",
-            "--name",
-            "Load",
-            "--admin-user-id",
-            "admin",
-            "--admin-email",
-            "a@load.example",
-        ])
-        .args(["--seat-limit", &(a.agents + 1).to_string()])
-        .env("FRONTDESK_DATABASE_URL", &db)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "create-org: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let field = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .map(|v| v.trim().to_owned())
-            .expect("create-org output")
-    };
-    let (org, pool, key) = (field("org_id"), field("default_pool"), field("widget_key"));
+    let created = common::create_org(BIN, &db, "Load", a.agents + 1);
+    let (org, pool, key) = (created.org, created.pool, created.widget_key);
 
     let mut server = Command::new(BIN)
         .args(["serve", "--log-format", "json"])
@@ -126,15 +100,7 @@ async fn main() {
         .spawn()
         .unwrap();
     let pid = server.id();
-    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
-    let base = loop {
-        let l = lines.next().expect("server output").unwrap();
-        if l.contains("\"listening\"") {
-            let v: Value = serde_json::from_str(&l).unwrap();
-            break v["addr"].as_str().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let base = common::listening_addr(&mut server);
 
     // Agents, through the admin API.
     let http = reqwest::Client::new();

@@ -52,3 +52,58 @@ pub fn percentile(sorted: &[u64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i] as f64 / 1000.0
 }
+
+/// What `frontdesk create-org` printed.
+pub struct CreatedOrg {
+    pub org: String,
+    pub pool: String,
+    pub widget_key: String,
+}
+
+/// Runs `BIN create-org` on `db` with an admin `admin` and room for `seats` agents.
+pub fn create_org(bin: &str, db: &str, name: &str, seats: usize) -> CreatedOrg {
+    let out = std::process::Command::new(bin)
+        .args(["create-org", "--name", name, "--admin-user-id", "admin"])
+        .args(["--admin-email", "a@load.example", "--seat-limit"])
+        .arg(seats.to_string())
+        .env("FRONTDESK_DATABASE_URL", db)
+        .output()
+        .expect("frontdesk create-org runs");
+    assert!(
+        out.status.success(),
+        "create-org: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("UTF-8 output");
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_owned())
+            .expect("create-org output")
+    };
+    CreatedOrg {
+        org: field("org_id"),
+        pool: field("default_pool"),
+        widget_key: field("widget_key"),
+    }
+}
+
+/// Reads a `frontdesk serve --log-format json` child's stderr until it says where it listens;
+/// the rest of its output is drained on a thread. Returns the HTTP address.
+pub fn listening_addr(server: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let stderr = server.stderr.take().expect("the server's stderr is piped");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let addr = loop {
+        let l = lines
+            .next()
+            .expect("the server exited before listening")
+            .expect("server output");
+        if l.contains("\"listening\"") {
+            let v: serde_json::Value = serde_json::from_str(&l).expect("a JSON log line");
+            break v["addr"].as_str().expect("listening addr").to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    addr
+}

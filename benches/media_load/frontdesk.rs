@@ -4,7 +4,6 @@
 //! adds the extra subscribers of a call as watchers (`watch_offer`).
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::{token, JWT_SECRET};
+use crate::common::{create_org, listening_addr, token, JWT_SECRET};
 use crate::peer::{direction, Peer, Role};
 use crate::{Setup, Shape};
 
@@ -55,32 +54,7 @@ impl Frontdesk {
     pub fn start(cpus: Option<&str>, workers: Option<usize>, seats: usize) -> Frontdesk {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let db = format!("sqlite://{}/load.db", dir.path().display());
-        let out = Command::new(BIN)
-            .args([
-                "create-org",
-                "--name",
-                "Media load",
-                "--admin-user-id",
-                "admin",
-            ])
-            .args(["--admin-email", "a@load.example", "--seat-limit"])
-            .arg((seats + 2).to_string())
-            .env("FRONTDESK_DATABASE_URL", &db)
-            .output()
-            .expect("frontdesk create-org runs");
-        assert!(
-            out.status.success(),
-            "create-org: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).expect("UTF-8 output");
-        let field = |k: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(k))
-                .map(|v| v.trim().to_owned())
-                .expect("create-org output")
-        };
-        let (org, pool, widget_key) = (field("org_id"), field("default_pool"), field("widget_key"));
+        let created = create_org(BIN, &db, "Media load", seats + 2);
         let mut cmd = pinned(cpus, BIN);
         cmd.args(["serve", "--log-format", "json"])
             .env("FRONTDESK_DATABASE_URL", &db)
@@ -95,25 +69,14 @@ impl Frontdesk {
         }
         let mut child = cmd.spawn().expect("frontdesk serve starts");
         let pid = child.id();
-        let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-        let base = loop {
-            let l = lines
-                .next()
-                .expect("frontdesk serve exited before listening")
-                .expect("server output");
-            if l.contains("\"listening\"") {
-                let v: Value = serde_json::from_str(&l).expect("a JSON log line");
-                break v["addr"].as_str().expect("listening addr").to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
+        let base = listening_addr(&mut child);
         Frontdesk {
             child,
             pid,
             base,
-            org,
-            pool,
-            widget_key,
+            org: created.org,
+            pool: created.pool,
+            widget_key: created.widget_key,
             _dir: dir,
         }
     }

@@ -64,7 +64,6 @@ pub struct Totals {
     pub keyframe_ok: usize,
     /// From a subscriber's connection to its first complete keyframe, µs.
     pub keyframe_wait_us: Vec<u64>,
-    pub keyframe_requests_seen: u64,
     pub stop: bool,
 }
 
@@ -83,7 +82,6 @@ impl Totals {
             connected: 0,
             keyframe_ok: 0,
             keyframe_wait_us: Vec::new(),
-            keyframe_requests_seen: 0,
             stop: false,
         }))
     }
@@ -207,19 +205,12 @@ impl Peer {
         Ok((p, answer))
     }
 
-    /// Adds a remote candidate that came outside the SDP.
-    pub fn add_remote_candidate(&mut self, line: &str) {
-        if let Ok(c) = Candidate::from_sdp_string(line.trim().trim_start_matches("a=")) {
-            self.rtc.add_remote_candidate(c);
-        }
-    }
-
     /// Runs until `totals.stop`.
     pub async fn run(mut self, role: Role, totals: Rc<RefCell<Totals>>) {
         let epoch = totals.borrow().epoch;
         let mut st = State::new(&mut self.rtc, role, epoch, std::mem::take(&mut self.mids));
         let mut buf = vec![0u8; 2048];
-        let _ = self.drain(&mut st, &totals, None);
+        self.drain(&mut st, &totals, None);
         loop {
             if totals.borrow().stop {
                 self.rtc.disconnect();
@@ -266,7 +257,7 @@ impl Peer {
         st: &mut State,
         totals: &Rc<RefCell<Totals>>,
         arrived: Option<(Instant, usize)>,
-    ) -> bool {
+    ) {
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
@@ -274,10 +265,10 @@ impl Peer {
                 }
                 Ok(Output::Timeout(t)) => {
                     st.rtc_deadline = t;
-                    return true;
+                    return;
                 }
                 Ok(Output::Event(e)) => st.event(&mut self.rtc, e, totals, arrived),
-                Err(_) => return false,
+                Err(_) => return,
             }
         }
     }
@@ -436,10 +427,7 @@ impl State {
                 totals.borrow_mut().connected += 1;
             }
             // PLI or FIR: the next frame is a keyframe.
-            Event::KeyframeRequest(_) => {
-                self.key_pending = true;
-                totals.borrow_mut().keyframe_requests_seen += 1;
-            }
+            Event::KeyframeRequest(_) => self.key_pending = true,
             Event::RtpPacket(pkt) if self.receives() => {
                 let Some((at, size)) = arrived else { return };
                 let video = self.video_pts.contains(&pkt.header.payload_type);
