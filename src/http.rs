@@ -423,6 +423,12 @@ async fn metrics(State(s): State<AppState>) -> Response {
             load(&m.keyframe_requests),
         ),
         (
+            "frontdesk_media_send_errors_total",
+            "counter",
+            "Datagrams the media socket refused to send (dropped).",
+            load(&m.send_errors),
+        ),
+        (
             "frontdesk_cobrowse_sessions",
             "gauge",
             "Calls with a co-browse relay.",

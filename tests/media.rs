@@ -422,3 +422,37 @@ async fn an_admin_watches_calls_of_its_own_org_only_and_watches_end_with_the_cal
     }
     assert_eq!(code(&admin.request(watch(&call, 1)).await), "not_in_call");
 }
+
+/// A datagram the kernel refuses (here: to the broadcast address, which needs `SO_BROADCAST`)
+/// is counted in `/metrics` and dropped; the worker goes on serving the call.
+#[tokio::test]
+async fn datagrams_the_kernel_refuses_are_counted_and_the_worker_goes_on() {
+    let mut c = setup(Options::default()).await;
+    let (mut v, call, _, _) = c.connect().await;
+    assert_eq!(c.s.metric("frontdesk_media_send_errors_total").await, 0.0);
+    let a = v
+        .request(json!({"type": "media_offer", "call_id": call, "sdp": offer()}))
+        .await;
+    assert_eq!(a["type"], "media_answer", "{a}");
+    // The server checks connectivity to every remote candidate it is given.
+    v.send(json!({"type": "ice_candidate", "call_id": call,
+                  "candidate": "candidate:1 1 udp 2122260223 255.255.255.255 9 typ host", "sdp_mid": "0"}))
+        .await;
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    let mut errors = 0.0;
+    while Instant::now() < deadline {
+        errors = c.s.metric("frontdesk_media_send_errors_total").await;
+        if errors > 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(errors > 0.0, "a refused send was not counted");
+    // The worker still answers: the agent's offer for the same call is answered.
+    let a = c
+        .agent
+        .request(json!({"type": "media_offer", "call_id": call, "sdp": offer()}))
+        .await;
+    assert_eq!(a["type"], "media_answer", "{a}");
+    v.assert_none(|m| m["type"] == "error").await;
+}

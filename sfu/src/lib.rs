@@ -32,7 +32,7 @@ use str0m::config::DtlsCert;
 use str0m::format::CodecSpec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::Receive;
-use str0m::rtp::{RtpPacket, RtpWrite, Ssrc};
+use str0m::rtp::{Extension, ExtensionMap, RtpPacket, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 /// Largest UDP payload the SFU accepts or sends; larger datagrams are dropped at the edge.
@@ -214,6 +214,9 @@ pub struct Sfu {
     stats: SfuStats,
     /// The latest time the caller told the core.
     last_now: Instant,
+    /// Keyframe requests held back by [`KEYFRAME_REQUEST_INTERVAL`]: (sender, its track, when
+    /// the request may go). Sent from [`Sfu::timeout`]; one per track at most.
+    deferred_keyframes: Vec<(PeerId, Mid, Instant)>,
 }
 
 impl Sfu {
@@ -238,6 +241,7 @@ impl Sfu {
             dirty: Vec::new(),
             stats: SfuStats::default(),
             last_now: now,
+            deferred_keyframes: Vec::new(),
         }
     }
 
@@ -411,23 +415,42 @@ impl Sfu {
         destination: SocketAddr,
         datagram: &[u8],
     ) {
-        if datagram.len() > MAX_UDP_PAYLOAD {
-            self.stats.datagrams_unmatched += 1;
-            return;
-        }
-        let Ok(contents) = datagram.try_into() else {
-            self.stats.datagrams_unmatched += 1;
-            return;
-        };
-        let input = Input::Receive(
-            now,
-            Receive {
+        self.receive_batch(now, proto, destination, [(source, datagram)]);
+    }
+
+    /// Hands in datagrams received together (one `recvmmsg`). What they bring is forwarded
+    /// once all are in: a receiver that several of them are forwarded to is told the time and
+    /// polled once for all of them, not once per datagram.
+    pub fn receive_batch<'a>(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        destination: SocketAddr,
+        datagrams: impl IntoIterator<Item = (SocketAddr, &'a [u8])>,
+    ) {
+        for (source, datagram) in datagrams {
+            if datagram.len() > MAX_UDP_PAYLOAD {
+                self.stats.datagrams_unmatched += 1;
+                continue;
+            }
+            let Ok(contents) = datagram.try_into() else {
+                self.stats.datagrams_unmatched += 1;
+                continue;
+            };
+            let receive = Receive {
                 proto,
                 source,
                 destination,
                 contents,
-            },
-        );
+            };
+            self.take(now, source, Input::Receive(now, receive));
+        }
+        self.drain_dirty(now);
+    }
+
+    /// One datagram into the peer that accepts it, and that peer polled; the peers it
+    /// forwarded to are left dirty for the caller to drain.
+    fn take(&mut self, now: Instant, source: SocketAddr, input: Input<'_>) {
         let known = self.by_addr.get(&source).copied().filter(|&slot| {
             self.peers[slot]
                 .as_ref()
@@ -454,12 +477,24 @@ impl Sfu {
             tracing::debug!(peer = p.id.0, error = %e, "peer input failed; closing it");
             p.rtc.disconnect();
         }
-        self.drive(slot, now);
+        self.poll_peer(slot, now);
     }
 
     /// Drives every peer whose deadline has passed (and any with pending input).
     pub fn timeout(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
+        if self.deferred_keyframes.iter().any(|d| d.2 <= now) {
+            let mut due = Vec::new();
+            self.deferred_keyframes.retain(|&(src, mid, at)| {
+                if at <= now {
+                    due.push((src, mid));
+                }
+                at > now
+            });
+            for (src, mid) in due {
+                self.keyframe_from(now, src, mid, KeyframeRequestKind::Pli, true);
+            }
+        }
         for slot in 0..self.peers.len() {
             let due = self.peers[slot].as_ref().is_some_and(|p| p.deadline <= now);
             if due {
@@ -480,7 +515,12 @@ impl Sfu {
         if !self.dirty.is_empty() {
             return Some(self.last_now);
         }
-        self.peers.iter().flatten().map(|p| p.deadline).min()
+        let keyframes = self.deferred_keyframes.iter().map(|d| d.2).min();
+        let peers = self.peers.iter().flatten().map(|p| p.deadline).min();
+        match (peers, keyframes) {
+            (Some(p), Some(k)) => Some(p.min(k)),
+            (p, k) => p.or(k),
+        }
     }
 
     /// The next datagram to send.
@@ -509,6 +549,21 @@ impl Sfu {
         if let Some(cert) = &self.cert {
             config = config.set_dtls_cert(cert.clone());
         }
+        // RTP header extensions: only what someone reads. The core runs no bandwidth
+        // estimation of its own, so abs-send-time (for receive-side estimation) is never
+        // read, and transport-wide sequence numbers serve only the browser's estimate of
+        // what it *sends*: a watcher sends nothing, so for it they would be a per-packet
+        // cost on both sides (a sequence number on every forwarded packet, a record of every
+        // send, feedback every few tens of ms to parse) for nothing.
+        let mut exts = ExtensionMap::empty();
+        for (id, ext) in config.extension_map().iter() {
+            let unread = *ext == Extension::AbsoluteSendTime
+                || (watch_only && *ext == Extension::TransportSequenceNumber);
+            if !unread {
+                exts.set(id, ext.clone());
+            }
+        }
+        config = config.set_extension_map(exts);
         // Consent checks every second at most, three unanswered → disconnected (a few seconds
         // after the path breaks, not the default half minute).
         config.set_max_stun_rto(CONSENT_MAX_RTO);
@@ -557,6 +612,7 @@ impl Sfu {
         self.by_id.remove(&p.id);
         self.by_addr.retain(|_, s| *s != slot);
         self.dirty.retain(|s| *s != slot);
+        self.deferred_keyframes.retain(|d| d.0 != p.id);
         if let Some(members) = self.rooms.get_mut(&p.room) {
             members.retain(|s| *s != slot);
             if members.is_empty() {
@@ -738,14 +794,29 @@ impl Sfu {
         if track.kind != MediaKind::Video {
             return;
         }
-        if !force
-            && track
-                .last_keyframe_request
-                .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
-        {
-            return;
+        if !force {
+            if let Some(last) = track.last_keyframe_request {
+                if now.saturating_duration_since(last) < KEYFRAME_REQUEST_INTERVAL {
+                    // Too soon after the last one, which may already have been answered
+                    // before this receiver was forwarded to (and a receiver that missed the
+                    // keyframe sees nothing until the next): ask again once the interval
+                    // has passed.
+                    let at = last + KEYFRAME_REQUEST_INTERVAL;
+                    if !self
+                        .deferred_keyframes
+                        .iter()
+                        .any(|d| d.0 == src && d.1 == src_mid)
+                    {
+                        self.deferred_keyframes.push((src, src_mid, at));
+                    }
+                    return;
+                }
+            }
         }
         track.last_keyframe_request = Some(now);
+        // This request covers any deferred one.
+        self.deferred_keyframes
+            .retain(|d| !(d.0 == src && d.1 == src_mid));
         if let Some(rx) = p.rtc.direct_api().stream_rx_by_mid(src_mid, None) {
             rx.request_keyframe(kind);
             self.stats.keyframe_requests += 1;

@@ -59,6 +59,11 @@ struct World {
     events: Vec<SfuEvent>,
     /// Drop everything to and from this client index (a broken path).
     cut: Option<usize>,
+    /// Hand each step's datagrams to the SFU in one `receive_batch` (as the UDP loop does
+    /// with one `recvmmsg`) rather than one `receive` each.
+    batched: bool,
+    /// What clients sent while handling the SFU's datagrams; delivered on the next step.
+    to_sfu: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 impl World {
@@ -75,6 +80,8 @@ impl World {
             clients: Vec::new(),
             events: Vec::new(),
             cut: None,
+            batched: false,
+            to_sfu: Vec::new(),
         }
     }
 
@@ -113,41 +120,30 @@ impl World {
     fn step(&mut self) {
         let now = self.now;
         let sfu_addr: SocketAddr = SFU_ADDR.parse().unwrap();
+        // Datagrams clients sent while handling the SFU's last output go first.
+        let mut batch = std::mem::take(&mut self.to_sfu);
         for i in 0..self.clients.len() {
             let c = &mut self.clients[i];
             if c.deadline <= now {
                 c.rtc.handle_input(Input::Timeout(now)).unwrap();
             }
-            loop {
-                match c.rtc.poll_output().unwrap() {
-                    Output::Timeout(t) => {
-                        c.deadline = t;
-                        break;
-                    }
-                    Output::Transmit(t) => {
-                        if self.cut == Some(i) {
-                            continue;
-                        }
-                        let c_addr = c.addr;
-                        self.sfu
-                            .receive(now, Protocol::Udp, c_addr, sfu_addr, &t.contents);
-                    }
-                    Output::Event(Event::RtpPacket(p)) => {
-                        let mid = c
-                            .rtc
-                            .direct_api()
-                            .stream_rx(&p.header.ssrc)
-                            .map(|s| s.mid())
-                            .unwrap();
-                        c.received
-                            .push((mid, p.header.sequence_number, p.payload.to_vec()));
-                    }
-                    Output::Event(Event::KeyframeRequest(_)) => c.keyframe_requests += 1,
-                    Output::Event(_) => {}
-                }
+            self.poll_client(i, &mut batch);
+        }
+        let batch = std::mem::take(&mut batch);
+        if self.batched {
+            self.sfu.receive_batch(
+                now,
+                Protocol::Udp,
+                sfu_addr,
+                batch.iter().map(|(a, d)| (*a, &d[..])),
+            );
+        } else {
+            for (a, d) in &batch {
+                self.sfu.receive(now, Protocol::Udp, *a, sfu_addr, d);
             }
         }
         self.sfu.timeout(now);
+        let mut replies = Vec::new();
         while let Some(t) = self.sfu.poll_transmit() {
             let Some(i) = self.clients.iter().position(|c| c.addr == t.destination) else {
                 continue;
@@ -166,9 +162,43 @@ impl World {
                 },
             );
             c.rtc.handle_input(input).unwrap();
+            // str0m wants polling after every input (it holds one event at a time).
+            self.poll_client(i, &mut replies);
         }
+        self.to_sfu = replies;
         while let Some(e) = self.sfu.poll_event() {
             self.events.push(e);
+        }
+    }
+
+    /// Polls client `i` until it waits; what it sends goes to `out` (unless its path is cut).
+    fn poll_client(&mut self, i: usize, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        let cut = self.cut == Some(i);
+        let c = &mut self.clients[i];
+        loop {
+            match c.rtc.poll_output().unwrap() {
+                Output::Timeout(t) => {
+                    c.deadline = t;
+                    break;
+                }
+                Output::Transmit(t) => {
+                    if !cut {
+                        out.push((c.addr, t.contents.to_vec()));
+                    }
+                }
+                Output::Event(Event::RtpPacket(p)) => {
+                    let mid = c
+                        .rtc
+                        .direct_api()
+                        .stream_rx(&p.header.ssrc)
+                        .map(|s| s.mid())
+                        .unwrap();
+                    c.received
+                        .push((mid, p.header.sequence_number, p.payload.to_vec()));
+                }
+                Output::Event(Event::KeyframeRequest(_)) => c.keyframe_requests += 1,
+                Output::Event(_) => {}
+            }
         }
     }
 
@@ -437,4 +467,109 @@ fn a_thousand_joins_and_leaves_leave_nothing_behind() {
     let s = w.sfu.stats();
     assert_eq!((s.peers, s.rooms), (0, 0));
     assert!(w.sfu.next_deadline().is_none());
+}
+
+#[test]
+fn a_receiver_forwarded_to_just_after_a_keyframe_request_still_gets_one_of_its_own() {
+    let mut w = World::new();
+    w.join(11, Direction::SendOnly);
+    w.join(11, Direction::RecvOnly);
+    w.run(Duration::from_millis(1500));
+    w.send_video(0, 1, b"v");
+    w.run(Duration::from_millis(500));
+    // A second receiver comes up (nothing is forwarded to it yet).
+    w.join(11, Direction::RecvOnly);
+    while !w.connected(2) {
+        w.run(Duration::from_millis(5));
+    }
+    // The first receiver asks for a keyframe (its decoder lost one, say): the request goes.
+    let before = w.clients[0].keyframe_requests;
+    let mid = w.clients[1].video_mid().to_string();
+    w.sfu.request_keyframe(w.now, PeerId(1), &mid).unwrap();
+    w.run(Duration::from_millis(5));
+    let asked = w.clients[0].keyframe_requests;
+    assert_eq!(
+        asked,
+        before + 1,
+        "the receiver's request was not passed on"
+    );
+    // Forwarding to the second receiver starts inside the request interval: its request is
+    // held back (the sender may have answered the first before it was forwarded to)...
+    w.send_video(0, 2, b"v");
+    w.run(Duration::from_millis(20));
+    assert_eq!(
+        w.clients[0].keyframe_requests, asked,
+        "a second request went out inside the interval"
+    );
+    // ...and sent once the interval has passed, once.
+    w.run(Duration::from_millis(400));
+    assert_eq!(
+        w.clients[0].keyframe_requests,
+        asked + 1,
+        "the held-back request was dropped or sent twice"
+    );
+}
+
+#[test]
+fn a_batch_of_datagrams_is_forwarded_whole_and_in_order() {
+    let mut w = World::new();
+    w.batched = true;
+    w.join(12, Direction::SendOnly);
+    for _ in 0..3 {
+        w.join(12, Direction::RecvOnly);
+    }
+    w.run(Duration::from_millis(1500));
+    // Eight packets per step reach the SFU as one batch each.
+    let mut seq = 1;
+    for _ in 0..10 {
+        for _ in 0..8 {
+            w.send_video(0, seq, format!("p{seq}").as_bytes());
+            seq += 1;
+        }
+        w.run(Duration::from_millis(20));
+    }
+    for c in &w.clients[1..] {
+        let got: Vec<&[u8]> = c.received.iter().map(|(_, _, p)| &p[..]).collect();
+        let want: Vec<String> = (1..seq).map(|s| format!("p{s}")).collect();
+        let want: Vec<&[u8]> = want.iter().map(|s| s.as_bytes()).collect();
+        assert_eq!(got, want, "a subscriber's packets");
+        let seqs: Vec<u16> = c.received.iter().map(|(_, s, _)| *s).collect();
+        assert!(
+            seqs.windows(2).all(|p| p[1] == p[0].wrapping_add(1)),
+            "sequence numbers out of order or with gaps: {seqs:?}"
+        );
+    }
+}
+
+#[test]
+fn answers_carry_only_the_header_extensions_someone_reads() {
+    let now = Instant::now();
+    let mut sfu = Sfu::new(
+        now,
+        SfuConfig {
+            candidates: vec![SFU_ADDR.parse().unwrap()],
+        },
+    );
+    let mut offer = |peer: u64, watcher: bool| {
+        let mut c = Client::new(now, &format!("10.0.2.{}:5000", peer + 1));
+        let (sdp, _) = c.offer(Direction::SendRecv);
+        assert!(sdp.contains("abs-send-time") && sdp.contains("transport-wide-cc"));
+        if watcher {
+            sfu.offer_watcher(now, RoomId(1), PeerId(peer), &sdp)
+        } else {
+            sfu.offer(now, RoomId(1), PeerId(peer), &sdp)
+        }
+        .unwrap()
+    };
+    // A participant publishes: its browser estimates its send rate from transport-wide
+    // feedback, so that stays; nothing reads abs-send-time.
+    let participant = offer(0, false);
+    assert!(participant.contains("transport-wide-cc"), "{participant}");
+    assert!(participant.contains("urn:ietf:params:rtp-hdrext:sdes:mid"));
+    assert!(!participant.contains("abs-send-time"), "{participant}");
+    // A watcher sends nothing: no transport-wide sequence numbers either.
+    let watcher = offer(1, true);
+    assert!(!watcher.contains("transport-wide-cc"), "{watcher}");
+    assert!(!watcher.contains("abs-send-time"), "{watcher}");
+    assert!(watcher.contains("urn:ietf:params:rtp-hdrext:sdes:mid"));
 }

@@ -60,6 +60,13 @@ impl RecvBatch {
         (0..self.n).filter_map(|i| Some((self.sources[i]?, &self.bufs[i][..self.lens[i]])))
     }
 
+    /// Whether the last receive emptied the socket's queue: `recvmmsg` on a nonblocking
+    /// socket returns fewer than it was asked for only when nothing more was queued. The
+    /// fallback reads one datagram at a time and cannot tell.
+    pub fn drained(&self) -> bool {
+        cfg!(target_os = "linux") && self.n < BATCH
+    }
+
     /// Receives up to [`BATCH`] datagrams without blocking; returns how many (at least 1) or
     /// `WouldBlock`.
     #[cfg(target_os = "linux")]
