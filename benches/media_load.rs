@@ -16,8 +16,14 @@
 //! Publishers send video at `fps` frames of `packets-per-frame` 1,100-byte packets (a keyframe
 //! has three times as many; one at the start and one per PLI/FIR, at most every 0.5 s), paced
 //! evenly over the frame, and Opus-sized audio at `audio` packets/s. Each payload carries its
-//! send time; receivers stamp the datagram when it leaves the socket, so latency is the whole
-//! trip tool → server → tool on loopback, SRTP both ways included.
+//! send time (taken as the publisher writes it, before its SRTP seal); a receiver's arrival
+//! time is the kernel's stamp of when the datagram reached its socket (`SO_TIMESTAMPNS`), not
+//! when this one-threaded tool got round to reading it — at a fan-out of 50 the last reader
+//! would otherwise wait for the tool to decrypt 49 other copies first. So latency is the trip
+//! publisher → server → subscriber's socket on loopback: the publisher's seal, the server's
+//! whole work and both kernel paths. A subscriber has received a keyframe when every packet
+//! from a keyframe's first to its last (the marker) has arrived, in any order (a jitter
+//! buffer's view: a retransmitted packet completes the frame).
 //!
 //! Per run it reports: delivered (forwarded) packets/s and bytes/s measured at the
 //! subscribers, the server's CPU (process, from `/proc/<pid>/stat`) and each core's busy time
@@ -37,6 +43,8 @@ mod frontdesk;
 mod janus;
 #[path = "media_load/peer.rs"]
 mod peer;
+#[path = "media_load/rxstamp.rs"]
+mod rxstamp;
 
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use tokio::io::Interest;
+
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
@@ -157,6 +159,7 @@ impl Peer {
             .await
             .expect("a loopback UDP socket");
         let addr = socket.local_addr().expect("bound socket has an address");
+        crate::rxstamp::enable(&socket);
         let mut rtc = rtc(now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("a host candidate"));
         Peer {
@@ -210,6 +213,7 @@ impl Peer {
         let epoch = totals.borrow().epoch;
         let mut st = State::new(&mut self.rtc, role, epoch, std::mem::take(&mut self.mids));
         let mut buf = vec![0u8; 2048];
+        let clock = crate::rxstamp::Clock::now();
         self.drain(&mut st, &totals, None);
         loop {
             if totals.borrow().stop {
@@ -220,23 +224,12 @@ impl Peer {
                 .next_wake()
                 .min(Instant::now() + Duration::from_millis(100));
             tokio::select! {
-                r = self.socket.recv_from(&mut buf) => {
-                    let Ok((n, from)) = r else { continue };
-                    let at = Instant::now();
-                    let Ok(contents) = (&buf[..n]).try_into() else { continue };
-                    let input = Input::Receive(at, Receive { proto: Protocol::Udp, source: from, destination: self.addr, contents });
-                    if self.rtc.handle_input(input).is_err() {
-                        continue;
-                    }
-                    self.drain(&mut st, &totals, Some((at, n)));
+                r = self.socket.async_io(Interest::READABLE, || crate::rxstamp::recv(&self.socket, &clock, &mut buf)) => {
+                    let Ok((n, from, at)) = r else { continue };
+                    self.take(&mut st, &totals, &buf[..n], from, at);
                     // More that already arrived, without going back to the reactor.
-                    while let Ok((n, from)) = self.socket.try_recv_from(&mut buf) {
-                        let at = Instant::now();
-                        let Ok(contents) = (&buf[..n]).try_into() else { continue };
-                        let input = Input::Receive(at, Receive { proto: Protocol::Udp, source: from, destination: self.addr, contents });
-                        if self.rtc.handle_input(input).is_ok() {
-                            self.drain(&mut st, &totals, Some((at, n)));
-                        }
+                    while let Ok((n, from, at)) = self.socket.try_io(Interest::READABLE, || crate::rxstamp::recv(&self.socket, &clock, &mut buf)) {
+                        self.take(&mut st, &totals, &buf[..n], from, at);
                     }
                 }
                 () = tokio::time::sleep_until(wake.into()) => {
@@ -248,6 +241,34 @@ impl Peer {
                     self.drain(&mut st, &totals, None);
                 }
             }
+        }
+    }
+
+    /// Hands one datagram, which reached the socket at `at`, to the `Rtc` and polls it.
+    fn take(
+        &mut self,
+        st: &mut State,
+        totals: &Rc<RefCell<Totals>>,
+        datagram: &[u8],
+        from: SocketAddr,
+        at: Instant,
+    ) {
+        let Ok(contents) = datagram.try_into() else {
+            return;
+        };
+        // str0m is told the time it runs at (its clock must not go back); the arrival
+        // stamp goes to the latency figures.
+        let input = Input::Receive(
+            Instant::now(),
+            Receive {
+                proto: Protocol::Udp,
+                source: from,
+                destination: self.addr,
+                contents,
+            },
+        );
+        if self.rtc.handle_input(input).is_ok() {
+            self.drain(st, totals, Some((at, datagram.len())));
         }
     }
 
@@ -274,13 +295,53 @@ impl Peer {
     }
 }
 
-/// A subscriber's progress through a keyframe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Keyframe {
-    Waiting,
-    /// Inside a keyframe; the next sequence number expected.
-    Inside(u64),
-    Done,
+/// A subscriber's view of the keyframes it is sent, order-independent: the first keyframe
+/// whose every packet, first to marker, has arrived completes it.
+#[derive(Debug, Default)]
+struct Keyframe {
+    done: bool,
+    /// Recent video sequence numbers that arrived, and which of them carried the marker.
+    seen: std::collections::BTreeSet<u64>,
+    markers: std::collections::BTreeSet<u64>,
+    /// The newest keyframe start seen.
+    start: Option<u64>,
+}
+
+/// Sequence numbers remembered behind the newest (a keyframe is at most a few hundred).
+const KEYFRAME_WINDOW: u64 = 4096;
+
+impl Keyframe {
+    /// One video packet; true when it completes the first keyframe.
+    fn packet(&mut self, seq: u64, starts_key: bool, marker: bool) -> bool {
+        if self.done {
+            return false;
+        }
+        self.seen.insert(seq);
+        if marker {
+            self.markers.insert(seq);
+        }
+        if starts_key && self.start.is_none_or(|s| seq > s) {
+            self.start = Some(seq);
+        }
+        if self.seen.len() as u64 > 2 * KEYFRAME_WINDOW {
+            let newest = self.seen.last().copied().unwrap_or(seq);
+            let floor = newest.saturating_sub(KEYFRAME_WINDOW);
+            self.seen = self.seen.split_off(&floor);
+            self.markers = self.markers.split_off(&floor);
+        }
+        let Some(start) = self.start else {
+            return false;
+        };
+        let Some(&end) = self.markers.range(start..).next() else {
+            return false;
+        };
+        if self.seen.range(start..=end).count() as u64 == end - start + 1 {
+            self.done = true;
+            self.seen.clear();
+            self.markers.clear();
+        }
+        self.done
+    }
 }
 
 struct State {
@@ -342,7 +403,7 @@ impl State {
             seq_v: 0,
             seq_a: 0,
             frames: 0,
-            keyframe: Keyframe::Waiting,
+            keyframe: Keyframe::default(),
         }
     }
 
@@ -472,14 +533,7 @@ impl State {
         totals: &Rc<RefCell<Totals>>,
     ) {
         let starts_key = p[0] & 0x10 != 0 && p[0] & 0x07 == 0 && p[1] & 0x01 == 0;
-        self.keyframe = match self.keyframe {
-            Keyframe::Done => return,
-            Keyframe::Inside(next) if seq == next => Keyframe::Inside(next + 1),
-            _ if starts_key => Keyframe::Inside(seq + 1),
-            _ => Keyframe::Waiting,
-        };
-        if marker && matches!(self.keyframe, Keyframe::Inside(_)) {
-            self.keyframe = Keyframe::Done;
+        if self.keyframe.packet(seq, starts_key, marker) {
             let mut t = totals.borrow_mut();
             t.keyframe_ok += 1;
             let since = self.connected_at.unwrap_or(at);
