@@ -1,4 +1,5 @@
-//! Kernel receive timestamps for the load tool's sockets (`SO_TIMESTAMPNS`).
+//! Kernel receive timestamps for the load tool's sockets (`SO_TIMESTAMPNS`), and their
+//! receive buffers.
 //!
 //! The tool is one thread serving every peer, so at a wide fan-out the last subscriber reads
 //! its copy of a packet only after the tool has decrypted the copies of all the others: the
@@ -52,6 +53,19 @@ pub fn enable(socket: &tokio::net::UdpSocket) {
         )
     };
     assert_eq!(r, 0, "SO_TIMESTAMPNS: {}", io::Error::last_os_error());
+    // Room for a whole keyframe burst at the ramp's top rates while the tool's one thread is
+    // busy with other peers (capped by net.core.rmem_max).
+    let want: libc::c_int = 2 << 20;
+    // SAFETY: as above.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&want as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -428,6 +428,21 @@ impl Sfu {
         destination: SocketAddr,
         datagrams: impl IntoIterator<Item = (SocketAddr, &'a [u8])>,
     ) {
+        self.ingest(now, proto, destination, datagrams);
+        self.drain_dirty(now);
+    }
+
+    /// Like [`Sfu::receive_batch`], but what the datagrams bring is only queued at its
+    /// receivers: [`Sfu::drive_pending`] sends it, a few receivers at a time, so a caller
+    /// can send the first receivers' packets while the core seals the rest (at a fan-out of
+    /// 50, the first copy need not wait for the fiftieth).
+    pub fn ingest<'a>(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        destination: SocketAddr,
+        datagrams: impl IntoIterator<Item = (SocketAddr, &'a [u8])>,
+    ) {
         for (source, datagram) in datagrams {
             if datagram.len() > MAX_UDP_PAYLOAD {
                 self.stats.datagrams_unmatched += 1;
@@ -445,7 +460,17 @@ impl Sfu {
             };
             self.take(now, source, Input::Receive(now, receive));
         }
-        self.drain_dirty(now);
+    }
+
+    /// Drives up to `max` of the peers given input since they were last polled (see
+    /// [`Sfu::ingest`]); true while more wait.
+    pub fn drive_pending(&mut self, now: Instant, max: usize) -> bool {
+        for _ in 0..max {
+            if !self.drive_one_dirty(now) {
+                return false;
+            }
+        }
+        !self.dirty.is_empty()
     }
 
     /// One datagram into the peer that accepts it, and that peer polled; the peers it
@@ -648,6 +673,11 @@ impl Sfu {
     /// so the forwarded packets leave now, in the call that brought them in, rather than on the
     /// next `timeout` (a second round of polling every receiver per packet).
     fn drain_dirty(&mut self, now: Instant) {
+        while self.drive_one_dirty(now) {}
+    }
+
+    /// Tells one dirty peer the time and polls it; false if none was dirty.
+    fn drive_one_dirty(&mut self, now: Instant) -> bool {
         while let Some(slot) = self.dirty.pop() {
             let Some(p) = self.peers[slot].as_mut() else {
                 continue;
@@ -658,7 +688,9 @@ impl Sfu {
                 p.rtc.disconnect();
             }
             self.poll_peer(slot, now);
+            return true;
         }
+        false
     }
 
     /// Polls one peer until it has nothing more to say, then every peer that was given input

@@ -573,3 +573,61 @@ fn answers_carry_only_the_header_extensions_someone_reads() {
     assert!(!watcher.contains("abs-send-time"), "{watcher}");
     assert!(watcher.contains("urn:ietf:params:rtp-hdrext:sdes:mid"));
 }
+
+#[test]
+fn ingested_packets_go_out_a_slice_of_receivers_at_a_time() {
+    let mut w = World::new();
+    w.join(13, Direction::SendOnly);
+    for _ in 0..5 {
+        w.join(13, Direction::RecvOnly);
+    }
+    w.run(Duration::from_millis(1500));
+    // One packet from the publisher, handed in without driving its receivers.
+    w.send_video(0, 1, b"sliced");
+    let now = w.now;
+    let sfu_addr: SocketAddr = SFU_ADDR.parse().unwrap();
+    let mut from_publisher = Vec::new();
+    w.clients[0].rtc.handle_input(Input::Timeout(now)).unwrap();
+    w.poll_client(0, &mut from_publisher);
+    assert!(!from_publisher.is_empty());
+    w.sfu.ingest(
+        now,
+        Protocol::Udp,
+        sfu_addr,
+        from_publisher.iter().map(|(a, d)| (*a, &d[..])),
+    );
+    // Nothing reaches a receiver until it is driven; two at a time, five receivers take at
+    // least three slices, each sending to no more receivers than it drove.
+    let publisher = w.clients[0].addr;
+    while let Some(t) = w.sfu.poll_transmit() {
+        assert_eq!(
+            t.destination, publisher,
+            "sent to a receiver before being driven"
+        );
+    }
+    let mut slices = Vec::new();
+    loop {
+        let more = w.sfu.drive_pending(now, 2);
+        let mut to = std::collections::HashSet::new();
+        while let Some(t) = w.sfu.poll_transmit() {
+            if t.destination != publisher {
+                to.insert(t.destination);
+            }
+        }
+        slices.push(to.len());
+        if !more {
+            break;
+        }
+    }
+    // (A slice may also drive the publisher, dirty with feedback of its own.)
+    assert!(
+        slices.iter().all(|&n| n <= 2),
+        "receivers per slice: {slices:?}"
+    );
+    assert_eq!(
+        slices.iter().sum::<usize>(),
+        5,
+        "receivers per slice: {slices:?}"
+    );
+    assert!(slices.len() >= 3, "receivers per slice: {slices:?}");
+}

@@ -222,6 +222,53 @@ impl SendBatch {
     }
 }
 
+/// Kernel buffer asked for on each media socket, each way. A keyframe burst from several
+/// publishers at once (hundreds of 1,100-byte packets within a frame) overflows Linux's
+/// default 208 KiB receive buffer while the worker is busy forwarding the packets before
+/// them; what overflows is lost before the SFU sees it. The kernel caps the request at
+/// `net.core.rmem_max` / `wmem_max` (docs/operations.md).
+pub const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Asks for `bytes` of receive and send buffer on `socket`; returns what the kernel granted
+/// (receive, send), which Linux reports doubled for its bookkeeping.
+#[cfg(unix)]
+pub fn set_buffers(socket: &std::net::UdpSocket, bytes: usize) -> (usize, usize) {
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let mut got = [0usize; 2];
+    for (i, opt) in [libc::SO_RCVBUF, libc::SO_SNDBUF].into_iter().enumerate() {
+        // SAFETY: a valid descriptor; pointers to c_ints of the sizes given.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&want as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+            let mut v: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            if libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            ) == 0
+            {
+                got[i] = usize::try_from(v).unwrap_or(0);
+            }
+        }
+    }
+    (got[0], got[1])
+}
+
+#[cfg(not(unix))]
+pub fn set_buffers(_socket: &std::net::UdpSocket, _bytes: usize) -> (usize, usize) {
+    (0, 0)
+}
+
 #[cfg(target_os = "linux")]
 fn to_sockaddr(addr: SocketAddr) -> libc::sockaddr_storage {
     // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
@@ -336,5 +383,25 @@ mod tests {
             }
         }
         assert_eq!(got, msgs);
+        // The last receive emptied the queue, and says so.
+        assert!(recv.drained());
+    }
+
+    #[test]
+    fn socket_buffers_grow_past_the_default_up_to_the_kernel_cap() {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (rcv0, _) = set_buffers(&s, 0);
+        let (rcv, snd) = set_buffers(&s, SOCKET_BUFFER);
+        let cap: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        // Linux reports twice what it grants (its bookkeeping overhead).
+        assert!(
+            rcv >= SOCKET_BUFFER.min(cap),
+            "receive buffer {rcv} (cap {cap})"
+        );
+        assert!(rcv > rcv0 || cap <= rcv0 / 2, "{rcv0} -> {rcv}");
+        assert!(snd > 0);
     }
 }
