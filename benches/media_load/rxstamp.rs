@@ -40,31 +40,30 @@ impl Clock {
 /// Asks the kernel to stamp every datagram `socket` receives.
 #[cfg(target_os = "linux")]
 pub fn enable(socket: &tokio::net::UdpSocket) {
+    set_int(socket, libc::SO_TIMESTAMPNS, 1).expect("SO_TIMESTAMPNS");
+    // Room for a whole keyframe burst at the ramp's top rates while the tool's one thread is
+    // busy with other peers (capped by net.core.rmem_max, so a refusal is not an error).
+    let _ = set_int(socket, libc::SO_RCVBUF, 2 << 20);
+}
+
+/// One integer `SOL_SOCKET` option.
+#[cfg(target_os = "linux")]
+fn set_int(socket: &tokio::net::UdpSocket, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
     // SAFETY: a valid socket descriptor and a pointer to a c_int of the size given.
     let r = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
+            opt,
+            (&v as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    assert_eq!(r, 0, "SO_TIMESTAMPNS: {}", io::Error::last_os_error());
-    // Room for a whole keyframe burst at the ramp's top rates while the tool's one thread is
-    // busy with other peers (capped by net.core.rmem_max).
-    let want: libc::c_int = 2 << 20;
-    // SAFETY: as above.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&want as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

@@ -540,12 +540,10 @@ impl Sfu {
         if !self.dirty.is_empty() {
             return Some(self.last_now);
         }
-        let keyframes = self.deferred_keyframes.iter().map(|d| d.2).min();
-        let peers = self.peers.iter().flatten().map(|p| p.deadline).min();
-        match (peers, keyframes) {
-            (Some(p), Some(k)) => Some(p.min(k)),
-            (p, k) => p.or(k),
-        }
+        let peers = self.peers.iter().flatten().map(|p| p.deadline);
+        peers
+            .chain(self.deferred_keyframes.iter().map(|d| d.2))
+            .min()
     }
 
     /// The next datagram to send.

@@ -85,6 +85,17 @@ impl World {
         }
     }
 
+    /// One publisher (client 0) and `receivers` receive-only peers in `room`, connected.
+    fn broadcast(room: u128, receivers: usize) -> World {
+        let mut w = World::new();
+        w.join(room, Direction::SendOnly);
+        for _ in 0..receivers {
+            w.join(room, Direction::RecvOnly);
+        }
+        w.run(Duration::from_millis(1500));
+        w
+    }
+
     fn join(&mut self, room: u128, dir: Direction) -> usize {
         self.join_as(room, dir, false)
     }
@@ -129,7 +140,6 @@ impl World {
             }
             self.poll_client(i, &mut batch);
         }
-        let batch = std::mem::take(&mut batch);
         if self.batched {
             self.sfu.receive_batch(
                 now,
@@ -277,12 +287,7 @@ fn a_new_receiver_makes_the_sender_send_a_keyframe() {
 
 #[test]
 fn broadcast_reaches_every_receive_only_peer() {
-    let mut w = World::new();
-    w.join(9, Direction::SendOnly);
-    for _ in 0..5 {
-        w.join(9, Direction::RecvOnly);
-    }
-    w.run(Duration::from_millis(1500));
+    let mut w = World::broadcast(9, 5);
     for seq in 1..=10 {
         w.send_video(0, seq, b"v");
         w.run(Duration::from_millis(20));
@@ -512,13 +517,8 @@ fn a_receiver_forwarded_to_just_after_a_keyframe_request_still_gets_one_of_its_o
 
 #[test]
 fn a_batch_of_datagrams_is_forwarded_whole_and_in_order() {
-    let mut w = World::new();
+    let mut w = World::broadcast(12, 3);
     w.batched = true;
-    w.join(12, Direction::SendOnly);
-    for _ in 0..3 {
-        w.join(12, Direction::RecvOnly);
-    }
-    w.run(Duration::from_millis(1500));
     // Eight packets per step reach the SFU as one batch each.
     let mut seq = 1;
     for _ in 0..10 {
@@ -576,12 +576,7 @@ fn answers_carry_only_the_header_extensions_someone_reads() {
 
 #[test]
 fn ingested_packets_go_out_a_slice_of_receivers_at_a_time() {
-    let mut w = World::new();
-    w.join(13, Direction::SendOnly);
-    for _ in 0..5 {
-        w.join(13, Direction::RecvOnly);
-    }
-    w.run(Duration::from_millis(1500));
+    let mut w = World::broadcast(13, 5);
     // One packet from the publisher, handed in without driving its receivers.
     w.send_video(0, 1, b"sliced");
     let now = w.now;
