@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo bench --bench media_load -- [--servers frontdesk,janus] [--shapes 1x10,1x50,10x10,25pairs]
 //!     [--seconds 10] [--warmup 2] [--rounds 1] [--fps 30] [--packets-per-frame 5] [--audio 50]
-//!     [--server-cpus 0] [--tool-cpus 1] [--workers N] [--ramp 5,10,20,40]
+//!     [--server-cpus 0] [--tool-cpus 1] [--workers N] [--ramp 5,10,20,40] [--floor 5]
 //! ```
 //!
 //! A shape `PxS` is P calls, each with one publisher and S subscribers (frontdesk: the
@@ -35,8 +35,14 @@
 //! (`taskset`), so a run measures what one core of the server forwards. `--ramp` multiplies
 //! the packets per frame through the list given, on the first shape, to find the most one
 //! server forwards without loss.
+//!
+//! First, for `--floor` seconds (5; 0 skips it), the tool measures the machine's own floor
+//! under the latency figures (`media_load/floor.rs`): the trip through a thread on the server's
+//! CPUs that only echoes datagrams, and the cost of one hypervisor exit.
 
 mod common;
+#[path = "media_load/floor.rs"]
+mod floor;
 #[path = "media_load/frontdesk.rs"]
 mod frontdesk;
 #[path = "media_load/janus.rs"]
@@ -156,6 +162,7 @@ struct Args {
     tool_cpus: Option<String>,
     workers: Option<usize>,
     ramp: Vec<u32>,
+    floor_seconds: u64,
 }
 
 fn args() -> Args {
@@ -177,6 +184,7 @@ fn args() -> Args {
         tool_cpus: None,
         workers: None,
         ramp: Vec::new(),
+        floor_seconds: 5,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -201,6 +209,7 @@ fn args() -> Args {
             ("--tool-cpus", _) => a.tool_cpus = Some(val),
             ("--workers", Some(n)) => a.workers = Some(n.max(1) as usize),
             ("--ramp", _) => a.ramp = val.split(',').filter_map(|x| x.parse().ok()).collect(),
+            ("--floor", Some(n)) => a.floor_seconds = n,
             // `cargo bench` passes `--bench`; anything unknown is ignored.
             _ => {
                 i += 1;
@@ -234,6 +243,8 @@ fn cpu_times() -> Vec<(u64, u64)> {
 #[derive(Debug, Clone)]
 struct Outcome {
     server: String,
+    /// Which round of `--rounds` (the two servers' runs of one round are paired).
+    round: usize,
     shape: Shape,
     rate: Rate,
     peers: usize,
@@ -252,6 +263,12 @@ struct Outcome {
     rss_per_subscriber_kib: f64,
     keyframes: (usize, usize),
     keyframe_wait_p99_ms: f64,
+    keyframes_sent: u64,
+    /// Latency of each packet's first copy, and the spread from its first copy to its last.
+    first_p50_us: f64,
+    first_p99_us: f64,
+    spread_p50_us: f64,
+    spread_p99_us: f64,
     connect_s: f64,
 }
 
@@ -313,8 +330,12 @@ impl Outcome {
             self.p50_us, self.p99_us, self.max_us, self.rss_per_subscriber_kib
         );
         println!(
-            "  keyframe after join: {} of {} subscribers (p99 wait {:.0} ms)",
-            self.keyframes.0, self.keyframes.1, self.keyframe_wait_p99_ms
+            "  per packet: first copy p50 {:.0} µs, p99 {:.0} µs; first to last copy (the fan-out) p50 {:.0} µs, p99 {:.0} µs",
+            self.first_p50_us, self.first_p99_us, self.spread_p50_us, self.spread_p99_us
+        );
+        println!(
+            "  keyframe after join: {} of {} subscribers (p99 wait {:.0} ms); keyframes sent in the window: {}",
+            self.keyframes.0, self.keyframes.1, self.keyframe_wait_p99_ms, self.keyframes_sent
         );
     }
 }
@@ -369,6 +390,7 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     // What was sent in the window may still be on its way.
     tokio::time::sleep(Duration::from_millis(500)).await;
     totals.borrow_mut().stop = true;
+    totals.borrow_mut().finish_copies();
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(setup.keep);
 
@@ -386,6 +408,7 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
         .unwrap_or(f64::NAN);
     let out = Outcome {
         server: name.to_owned(),
+        round: 0,
         shape,
         rate,
         peers: n_peers,
@@ -404,10 +427,15 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
         tool_cpu_s: (tool1 - tool0) as f64 / 100.0,
         p50_us: t.latency_quantile(0.5),
         p99_us: t.latency_quantile(0.99),
+        first_p50_us: peer::quantile(&t.first_copy_us, 0.5),
+        first_p99_us: peer::quantile(&t.first_copy_us, 0.99),
+        spread_p50_us: peer::quantile(&t.spread_us, 0.5),
+        spread_p99_us: peer::quantile(&t.spread_us, 0.99),
         max_us,
         rss_per_subscriber_kib: rss_after.saturating_sub(rss_before) as f64 / n_subs.max(1) as f64,
         keyframes: (t.keyframe_ok, n_subs),
         keyframe_wait_p99_ms: common::percentile(&waits, 0.99),
+        keyframes_sent: t.keyframes_sent,
         connect_s,
     };
     drop(t);
@@ -453,17 +481,36 @@ fn table(outcomes: &[Outcome]) {
     if fd.is_empty() || ja.is_empty() {
         return;
     }
-    println!("\n| P × S | pkt per CPU-s, frontdesk / Janus | server CPU, Janus / frontdesk | p99, Janus / frontdesk | memory per sub, Janus / frontdesk |");
-    println!("| --- | --- | --- | --- | --- |");
+    println!("\n| P × S | pkt per CPU-s, frontdesk / Janus | per round (min–max) | server CPU, Janus / frontdesk | p99, Janus / frontdesk | memory per sub, Janus / frontdesk |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     for s in shapes {
         let mean = |v: &[&Outcome], f: &dyn Fn(&Outcome) -> f64| {
             let xs: Vec<f64> = v.iter().filter(|o| o.shape == s).map(|o| f(o)).collect();
             xs.iter().sum::<f64>() / xs.len().max(1) as f64
         };
+        // The two servers' runs of one round ran minutes apart at most: their ratio is the
+        // steadier figure on a noisy machine, and the spread over rounds shows that noise.
+        let per_round: Vec<f64> = fd
+            .iter()
+            .filter(|f| f.shape == s)
+            .filter_map(|f| {
+                let j = ja.iter().find(|j| j.shape == s && j.round == f.round)?;
+                let r = f.per_cpu_s() / j.per_cpu_s();
+                r.is_finite().then_some(r)
+            })
+            .collect();
+        let spread = match (
+            per_round.iter().copied().reduce(f64::min),
+            per_round.iter().copied().reduce(f64::max),
+        ) {
+            (Some(lo), Some(hi)) => format!("{lo:.2}–{hi:.2}× ({} rounds)", per_round.len()),
+            _ => "–".into(),
+        };
         println!(
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             s.label(),
             ratio(mean(&fd, &|o| o.per_cpu_s()), mean(&ja, &|o| o.per_cpu_s())),
+            spread,
             ratio(
                 mean(&ja, &|o| o.server_cpu_s),
                 mean(&fd, &|o| o.server_cpu_s)
@@ -494,6 +541,8 @@ fn main() {
     let local = tokio::task::LocalSet::new();
     let outcomes: Rc<RefCell<Vec<Outcome>>> = Rc::default();
     let all = outcomes.clone();
+    let floor_seen: Rc<RefCell<Option<floor::Floor>>> = Rc::default();
+    let floor_out = floor_seen.clone();
     local.block_on(&rt, async move {
         println!(
             "media load on {} CPUs, {}; server CPUs {}, tool CPUs {}",
@@ -502,6 +551,11 @@ fn main() {
             a.server_cpus.as_deref().unwrap_or("any"),
             a.tool_cpus.as_deref().unwrap_or("any"),
         );
+        if a.floor_seconds > 0 {
+            let f = floor::measure(a.server_cpus.as_deref(), 200, a.floor_seconds).await;
+            f.print();
+            *floor_out.borrow_mut() = Some(f);
+        }
         if !a.ramp.is_empty() {
             let shape = a.shapes[0];
             for name in &a.servers {
@@ -525,7 +579,8 @@ fn main() {
                     order.reverse();
                 }
                 for name in &order {
-                    let o = run_one(&a, name, shape, a.rate).await;
+                    let mut o = run_one(&a, name, shape, a.rate).await;
+                    o.round = round;
                     o.print();
                     all.borrow_mut().push(o);
                 }
@@ -535,6 +590,10 @@ fn main() {
     let mut v = outcomes.borrow().clone();
     v.sort_by_key(|o| (format!("{:?}", o.shape), o.server.clone()));
     table(&v);
+    if let Some(f) = floor_seen.take() {
+        println!();
+        f.print();
+    }
 }
 
 fn cpu_model() -> String {

@@ -8,6 +8,7 @@
 //! so both read the same clock.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -62,10 +63,20 @@ pub struct Totals {
     /// How many subscribers each publisher has (for the expected count).
     pub subscribers_of: Vec<u64>,
     pub latency_us: Vec<u32>,
+    /// Per packet of the window, over its copies: the first copy's latency and the spread
+    /// from the first copy to the last (the server's fan-out), µs histograms.
+    pub first_copy_us: Vec<u32>,
+    pub spread_us: Vec<u32>,
+    /// Copies of a packet seen so far, by (publisher, send stamp): least and greatest
+    /// latency (ns) and how many; removed when every subscriber has its copy.
+    copies: HashMap<(u32, u64), (u64, u64, u64)>,
     pub connected: usize,
     pub keyframe_ok: usize,
     /// From a subscriber's connection to its first complete keyframe, µs.
     pub keyframe_wait_us: Vec<u64>,
+    /// Keyframes publishers began in the window (each is a burst of three frames' packets,
+    /// which is what a latency tail is made of).
+    pub keyframes_sent: u64,
     pub stop: bool,
 }
 
@@ -81,9 +92,13 @@ impl Totals {
             recv_bytes: 0,
             subscribers_of: Vec::new(),
             latency_us: vec![0; HIST_US + 1],
+            first_copy_us: vec![0; HIST_US + 1],
+            spread_us: vec![0; HIST_US + 1],
+            copies: HashMap::new(),
             connected: 0,
             keyframe_ok: 0,
             keyframe_wait_us: Vec::new(),
+            keyframes_sent: 0,
             stop: false,
         }))
     }
@@ -104,20 +119,51 @@ impl Totals {
 
     /// The `p` quantile of the latency histogram, in µs.
     pub fn latency_quantile(&self, p: f64) -> f64 {
-        let n: u64 = self.latency_us.iter().map(|&c| c as u64).sum();
-        if n == 0 {
-            return f64::NAN;
-        }
-        let want = ((n as f64 - 1.0) * p).round() as u64;
-        let mut seen = 0u64;
-        for (us, &c) in self.latency_us.iter().enumerate() {
-            seen += c as u64;
-            if seen > want {
-                return us as f64;
-            }
-        }
-        HIST_US as f64
+        quantile(&self.latency_us, p)
     }
+
+    /// One copy of packet (`from`, `stamp`) arrived `lat_ns` after it was sent.
+    fn copy_arrived(&mut self, from: usize, stamp: u64, lat_ns: u64) {
+        let all = self.subscribers_of[from];
+        let e = self
+            .copies
+            .entry((from as u32, stamp))
+            .or_insert((u64::MAX, 0, 0));
+        e.0 = e.0.min(lat_ns);
+        e.1 = e.1.max(lat_ns);
+        e.2 += 1;
+        if e.2 >= all {
+            let (first, last, _) = *e;
+            self.copies.remove(&(from as u32, stamp));
+            self.first_copy_us[((first / 1_000) as usize).min(HIST_US)] += 1;
+            self.spread_us[(((last - first) / 1_000) as usize).min(HIST_US)] += 1;
+        }
+    }
+
+    /// Counts the packets some copy of which was lost: their first copy is known, their
+    /// spread is not.
+    pub fn finish_copies(&mut self) {
+        for (_, (first, _, _)) in self.copies.drain() {
+            self.first_copy_us[((first / 1_000) as usize).min(HIST_US)] += 1;
+        }
+    }
+}
+
+/// The `p` quantile of a histogram of 1 µs buckets, in µs.
+pub fn quantile(hist: &[u32], p: f64) -> f64 {
+    let n: u64 = hist.iter().map(|&c| c as u64).sum();
+    if n == 0 {
+        return f64::NAN;
+    }
+    let want = ((n as f64 - 1.0) * p).round() as u64;
+    let mut seen = 0u64;
+    for (us, &c) in hist.iter().enumerate() {
+        seen += c as u64;
+        if seen > want {
+            return us as f64;
+        }
+    }
+    HIST_US as f64
 }
 
 /// A peer before it runs.
@@ -516,9 +562,10 @@ impl State {
                     t.recv_audio[from] += 1;
                 }
                 t.recv_bytes += size as u64;
-                let lat = self.stamp(at).saturating_sub(stamp) / 1_000;
-                let bucket = (lat as usize).min(HIST_US);
+                let lat_ns = self.stamp(at).saturating_sub(stamp);
+                let bucket = ((lat_ns / 1_000) as usize).min(HIST_US);
                 t.latency_us[bucket] += 1;
+                t.copy_arrived(from, stamp, lat_ns);
             }
             _ => {}
         }
@@ -564,6 +611,11 @@ impl State {
                     if key {
                         self.key_pending = false;
                         self.last_key = Some(now);
+                        let mut t = totals.borrow_mut();
+                        let stamp = self.stamp(now);
+                        if t.in_window(stamp) {
+                            t.keyframes_sent += 1;
+                        }
                     }
                     self.key_frame = key;
                     self.frame_at = self.next_frame;
