@@ -541,9 +541,7 @@ fn main() {
     let local = tokio::task::LocalSet::new();
     let outcomes: Rc<RefCell<Vec<Outcome>>> = Rc::default();
     let all = outcomes.clone();
-    let floor_seen: Rc<RefCell<Option<floor::Floor>>> = Rc::default();
-    let floor_out = floor_seen.clone();
-    local.block_on(&rt, async move {
+    let floor = local.block_on(&rt, async move {
         println!(
             "media load on {} CPUs, {}; server CPUs {}, tool CPUs {}",
             std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -551,11 +549,13 @@ fn main() {
             a.server_cpus.as_deref().unwrap_or("any"),
             a.tool_cpus.as_deref().unwrap_or("any"),
         );
-        if a.floor_seconds > 0 {
+        let floor = if a.floor_seconds > 0 {
             let f = floor::measure(a.server_cpus.as_deref(), 200, a.floor_seconds).await;
             f.print();
-            *floor_out.borrow_mut() = Some(f);
-        }
+            Some(f)
+        } else {
+            None
+        };
         if !a.ramp.is_empty() {
             let shape = a.shapes[0];
             for name in &a.servers {
@@ -569,7 +569,7 @@ fn main() {
                     all.borrow_mut().push(o);
                 }
             }
-            return;
+            return floor;
         }
         for round in 0..a.rounds {
             for &shape in &a.shapes {
@@ -586,11 +586,12 @@ fn main() {
                 }
             }
         }
+        floor
     });
     let mut v = outcomes.borrow().clone();
     v.sort_by_key(|o| (format!("{:?}", o.shape), o.server.clone()));
     table(&v);
-    if let Some(f) = floor_seen.take() {
+    if let Some(f) = floor {
         println!();
         f.print();
     }

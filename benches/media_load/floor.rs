@@ -141,16 +141,11 @@ pub async fn measure(server_cpus: Option<&str>, rate: u32, seconds: u64) -> Floo
     stop.store(true, Ordering::Relaxed);
     let _ = thread.join();
     trips.sort_unstable();
-    let q = |p: f64| {
-        trips
-            .get(((trips.len() as f64 * p) as usize).min(trips.len().saturating_sub(1)))
-            .map_or(f64::NAN, |&ns| ns as f64 / 1e3)
-    };
     Floor {
         rate,
         samples: trips.len(),
-        p50_us: q(0.5),
-        p99_us: q(0.99),
+        p50_us: crate::common::percentile(&trips, 0.5),
+        p99_us: crate::common::percentile(&trips, 0.99),
         max_us: trips.last().map_or(f64::NAN, |&ns| ns as f64 / 1e3),
         cpuid_ns: cpuid_ns(),
     }

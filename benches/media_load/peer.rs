@@ -135,8 +135,8 @@ impl Totals {
         if e.2 >= all {
             let (first, last, _) = *e;
             self.copies.remove(&(from as u32, stamp));
-            self.first_copy_us[((first / 1_000) as usize).min(HIST_US)] += 1;
-            self.spread_us[(((last - first) / 1_000) as usize).min(HIST_US)] += 1;
+            self.first_copy_us[bucket(first)] += 1;
+            self.spread_us[bucket(last - first)] += 1;
         }
     }
 
@@ -144,9 +144,14 @@ impl Totals {
     /// spread is not.
     pub fn finish_copies(&mut self) {
         for (_, (first, _, _)) in self.copies.drain() {
-            self.first_copy_us[((first / 1_000) as usize).min(HIST_US)] += 1;
+            self.first_copy_us[bucket(first)] += 1;
         }
     }
+}
+
+/// The 1 µs histogram bucket of a latency in ns (the last bucket holds everything longer).
+fn bucket(ns: u64) -> usize {
+    ((ns / 1_000) as usize).min(HIST_US)
 }
 
 /// The `p` quantile of a histogram of 1 µs buckets, in µs.
@@ -563,8 +568,7 @@ impl State {
                 }
                 t.recv_bytes += size as u64;
                 let lat_ns = self.stamp(at).saturating_sub(stamp);
-                let bucket = ((lat_ns / 1_000) as usize).min(HIST_US);
-                t.latency_us[bucket] += 1;
+                t.latency_us[bucket(lat_ns)] += 1;
                 t.copy_arrived(from, stamp, lat_ns);
             }
             _ => {}
