@@ -27,7 +27,8 @@
 //!
 //! Per run it reports: delivered (forwarded) packets/s and bytes/s measured at the
 //! subscribers, the server's CPU (process, from `/proc/<pid>/stat`) and each core's busy time
-//! (`/proc/stat`), delivered packets per server CPU-second, latency p50/p99/max, loss (packets
+//! with its softirq and steal shares (`/proc/stat`; steal is time the hypervisor gave away, so
+//! a run with steal on the server's cores has its latency tail from the host), delivered packets per server CPU-second, latency p50/p99/max, loss (packets
 //! sent in the window that did not arrive at every subscriber), the server's resident memory
 //! per subscriber, and whether every subscriber received a complete keyframe after it joined.
 //!
@@ -221,8 +222,58 @@ fn args() -> Args {
     a
 }
 
-/// Busy and total jiffies of each CPU, from `/proc/stat`.
-fn cpu_times() -> Vec<(u64, u64)> {
+/// One CPU's jiffies from `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default)]
+struct CoreTicks {
+    /// Everything but idle and iowait (steal included: the core was not ours to use).
+    busy: u64,
+    /// Time the hypervisor ran something else while this guest CPU wanted to run.
+    steal: u64,
+    /// Software interrupts; on loopback this is where a datagram is delivered to its socket,
+    /// charged to the core but to no process.
+    softirq: u64,
+    total: u64,
+}
+
+/// One CPU's share of a window, each part as a fraction of the window.
+#[derive(Debug, Clone, Copy, Default)]
+struct CoreShare {
+    busy: f64,
+    steal: f64,
+    softirq: f64,
+}
+
+impl CoreTicks {
+    fn share_since(&self, before: &CoreTicks) -> CoreShare {
+        let total = self.total.saturating_sub(before.total).max(1) as f64;
+        let part = |a: u64, b: u64| a.saturating_sub(b) as f64 / total;
+        CoreShare {
+            busy: part(self.busy, before.busy),
+            steal: part(self.steal, before.steal),
+            softirq: part(self.softirq, before.softirq),
+        }
+    }
+}
+
+/// The CPUs a `taskset -c` list names ("0", "0,2", "0-1"); none for a list it cannot read.
+fn cpu_list(list: &str) -> Vec<usize> {
+    let mut v = Vec::new();
+    for part in list.split(',') {
+        let mut ends = part
+            .trim()
+            .splitn(2, '-')
+            .map(|x| x.trim().parse::<usize>());
+        match (ends.next(), ends.next()) {
+            (Some(Ok(a)), None) => v.push(a),
+            (Some(Ok(a)), Some(Ok(b))) if a <= b && b - a < 4096 => v.extend(a..=b),
+            _ => return Vec::new(),
+        }
+    }
+    v
+}
+
+/// Each CPU's jiffies, from `/proc/stat`.
+fn cpu_times() -> Vec<CoreTicks> {
     let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     s.lines()
         .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
@@ -232,9 +283,15 @@ fn cpu_times() -> Vec<(u64, u64)> {
                 .skip(1)
                 .filter_map(|x| x.parse().ok())
                 .collect();
+            let at = |i: usize| f.get(i).copied().unwrap_or(0);
+            // user nice system idle iowait irq softirq steal
             let total: u64 = f.iter().take(8).sum();
-            let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
-            (total - idle, total)
+            CoreTicks {
+                busy: total - at(3) - at(4),
+                steal: at(7),
+                softirq: at(6),
+                total,
+            }
         })
         .collect()
 }
@@ -255,7 +312,9 @@ struct Outcome {
     bytes: u64,
     expected: u64,
     server_cpu_s: f64,
-    core_busy: Vec<f64>,
+    cores: Vec<CoreShare>,
+    /// Steal on the server's CPUs (all CPUs when it is not pinned), as a share of them.
+    server_steal: f64,
     tool_cpu_s: f64,
     p50_us: f64,
     p99_us: f64,
@@ -307,10 +366,17 @@ impl Outcome {
             100.0 * self.loss()
         );
         let cores: Vec<String> = self
-            .core_busy
+            .cores
             .iter()
             .enumerate()
-            .map(|(i, b)| format!("cpu{i} {:.0} %", 100.0 * b))
+            .map(|(i, c)| {
+                format!(
+                    "cpu{i} {:.0} % (softirq {:.1} %, steal {:.1} %)",
+                    100.0 * c.busy,
+                    100.0 * c.softirq,
+                    100.0 * c.steal
+                )
+            })
             .collect();
         println!(
             "  server CPU {:.2} s in {:.1} s ({:.1} % of one core); {} ; tool CPU {:.2} s",
@@ -394,6 +460,17 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(setup.keep);
 
+    let cores: Vec<CoreShare> = cores0
+        .iter()
+        .zip(&cores1)
+        .map(|(a, b)| b.share_since(a))
+        .collect();
+    let server_cores: Vec<&CoreShare> = match a.server_cpus.as_deref().map(cpu_list) {
+        Some(list) if !list.is_empty() => list.iter().filter_map(|&i| cores.get(i)).collect(),
+        _ => cores.iter().collect(),
+    };
+    let server_steal =
+        server_cores.iter().map(|c| c.steal).sum::<f64>() / server_cores.len().max(1) as f64;
     let t = totals.borrow();
     let expected: u64 = (0..t.sent_video.len())
         .map(|p| (t.sent_video[p] + t.sent_audio[p]) * t.subscribers_of[p])
@@ -419,11 +496,8 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
         bytes: t.recv_bytes,
         expected,
         server_cpu_s: (cpu1 - cpu0) as f64 / 100.0,
-        core_busy: cores0
-            .iter()
-            .zip(&cores1)
-            .map(|(a, b)| (b.0 - a.0) as f64 / (b.1 - a.1).max(1) as f64)
-            .collect(),
+        cores,
+        server_steal,
         tool_cpu_s: (tool1 - tool0) as f64 / 100.0,
         p50_us: t.latency_quantile(0.5),
         p99_us: t.latency_quantile(0.99),
@@ -452,16 +526,17 @@ fn ratio(a: f64, b: f64) -> String {
 }
 
 fn table(outcomes: &[Outcome]) {
-    println!("\n| P × S | server | delivered pkt/s | MB/s | server CPU | pkt per CPU-s | p50 / p99 µs | loss | KiB per sub | keyframes |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("\n| P × S | server | delivered pkt/s | MB/s | server CPU | steal | pkt per CPU-s | p50 / p99 µs | loss | KiB per sub | keyframes |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for o in outcomes {
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.1} % | {:.0} | {:.0} / {:.0} | {:.3} % | {:.0} | {}/{} |",
+            "| {} | {} | {:.0} | {:.2} | {:.1} % | {:.1} % | {:.0} | {:.0} / {:.0} | {:.3} % | {:.0} | {}/{} |",
             o.shape.label(),
             o.server,
             o.pps(),
             o.bytes as f64 / o.seconds / 1e6,
             100.0 * o.server_cpu_s / o.seconds,
+            100.0 * o.server_steal,
             o.per_cpu_s(),
             o.p50_us,
             o.p99_us,
@@ -544,7 +619,8 @@ fn main() {
     let floor = local.block_on(&rt, async move {
         println!(
             "media load on {} CPUs, {}; server CPUs {}, tool CPUs {}",
-            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            // Counted from /proc/stat: this process may itself be pinned to fewer.
+            cpu_times().len(),
             cpu_model(),
             a.server_cpus.as_deref().unwrap_or("any"),
             a.tool_cpus.as_deref().unwrap_or("any"),

@@ -288,7 +288,11 @@ impl Peer {
                     if now >= st.rtc_deadline {
                         let _ = self.rtc.handle_input(Input::Timeout(now));
                     }
-                    st.publish(&mut self.rtc, now, &totals);
+                    if st.publish(&mut self.rtc, now, &totals) {
+                        // str0m's pacer hands out what was just written only after it is told
+                        // the time: tell it now, so the packet leaves with its send stamp.
+                        let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+                    }
                     self.drain(&mut st, &totals, None);
                 }
             }
@@ -594,11 +598,14 @@ impl State {
     }
 
     /// Writes the packets that are due.
-    fn publish(&mut self, rtc: &mut Rtc, now: Instant, totals: &Rc<RefCell<Totals>>) {
-        let Some((n, rate)) = self.rate() else { return };
+    fn publish(&mut self, rtc: &mut Rtc, now: Instant, totals: &Rc<RefCell<Totals>>) -> bool {
+        let Some((n, rate)) = self.rate() else {
+            return false;
+        };
         if self.connected_at.is_none() {
-            return;
+            return false;
         }
+        let mut wrote = false;
         let fps = rate.fps.max(1);
         let frame = Duration::from_nanos(1_000_000_000 / fps as u64);
         if let Some((mid, pt)) = self.video {
@@ -664,6 +671,7 @@ impl State {
                             .marker(last)
                             .nackable(true),
                     );
+                    wrote = true;
                     let mut t = totals.borrow_mut();
                     if t.in_window(stamp) {
                         t.sent_video[n] += 1;
@@ -684,6 +692,7 @@ impl State {
                     let mut api = rtc.direct_api();
                     if let Some(tx) = api.stream_tx_by_mid(mid, None) {
                         tx.write_rtp(RtpWrite::new(pt, self.seq_a.into(), ts, now, payload));
+                        wrote = true;
                         let mut t = totals.borrow_mut();
                         if t.in_window(stamp) {
                             t.sent_audio[n] += 1;
@@ -696,6 +705,7 @@ impl State {
                 }
             }
         }
+        wrote
     }
 }
 
