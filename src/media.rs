@@ -20,7 +20,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
 
 mod batch;
@@ -163,7 +162,7 @@ pub struct MediaMetrics {
 #[derive(Clone)]
 pub struct MediaHandle {
     /// One command queue per worker; a call's commands all go to `shards[shard_of(call)]`.
-    shards: Arc<[mpsc::Sender<Cmd>]>,
+    shards: Arc<[Shard]>,
     /// The address the first worker's socket is bound to.
     pub local_addr: SocketAddr,
     /// Every worker's socket address, by worker.
@@ -175,6 +174,36 @@ pub struct MediaHandle {
     turn_secret: Option<Secret>,
     turn_ttl: Duration,
     next_token: Arc<AtomicU64>,
+}
+
+/// A worker's command queue and the waker that interrupts its `epoll_wait` when a command
+/// is queued (the worker sleeps in the kernel, not in an async runtime).
+struct Shard {
+    /// Always `Some` until the shard drops (then taken, so the worker sees the queue close).
+    tx: Option<mpsc::Sender<Cmd>>,
+    waker: Arc<mio::Waker>,
+}
+
+impl Shard {
+    /// Queues `cmd` and wakes the worker; false if the queue is full or the worker is gone.
+    fn send(&self, cmd: Cmd) -> bool {
+        if self.tx.as_ref().is_none_or(|tx| tx.try_send(cmd).is_err()) {
+            return false;
+        }
+        if let Err(e) = self.waker.wake() {
+            tracing::warn!(error = %e, "could not wake a media worker");
+        }
+        true
+    }
+}
+
+impl Drop for Shard {
+    /// The last handle is gone: close the queue, then wake the worker so that it sees the
+    /// close and stops.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        let _ = self.waker.wake();
+    }
 }
 
 /// The watchers a call may have at once unless configured otherwise.
@@ -233,25 +262,22 @@ impl MediaHandle {
                 },
             );
             let loop_metrics = metrics.clone();
+            let poll = mio::Poll::new()?;
+            let waker = Arc::new(mio::Waker::new(poll.registry(), WAKE)?);
+            let mut socket = mio::net::UdpSocket::from_std(std_socket);
+            poll.registry()
+                .register(&mut socket, SOCKET, mio::Interest::READABLE)?;
             std::thread::Builder::new()
                 .name(format!("frontdesk-media-{k}"))
-                .spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("a current-thread runtime builds with default settings");
-                    rt.block_on(async move {
-                        match tokio::net::UdpSocket::from_std(std_socket) {
-                            Ok(socket) => run(sfu, max_watchers, socket, rx, loop_metrics).await,
-                            Err(e) => tracing::error!(error = %e, "media socket unusable"),
-                        }
-                    });
-                })?;
+                .spawn(move || run(sfu, max_watchers, socket, poll, rx, loop_metrics))?;
             tracing::info!(worker = k, %local_addr, ?candidates, "media (SFU) listening on UDP");
             if k == 0 {
                 first_candidates = candidates;
             }
-            shards.push(tx);
+            shards.push(Shard {
+                tx: Some(tx),
+                waker,
+            });
             local_addrs.push(local_addr);
         }
         Ok(MediaHandle {
@@ -267,8 +293,8 @@ impl MediaHandle {
         })
     }
 
-    /// The command queue of the worker that owns `call`.
-    fn tx(&self, call: CallId) -> &mpsc::Sender<Cmd> {
+    /// The worker that owns `call`.
+    fn shard(&self, call: CallId) -> &Shard {
         &self.shards[shard_of(call, self.shards.len())]
     }
 
@@ -312,9 +338,9 @@ impl MediaHandle {
         make: impl FnOnce(Reply<T>) -> Cmd,
     ) -> Result<T, MediaError> {
         let (reply, rx) = oneshot::channel();
-        self.tx(call)
-            .try_send(make(reply))
-            .map_err(|_| MediaError::Unavailable)?;
+        if !self.shard(call).send(make(reply)) {
+            return Err(MediaError::Unavailable);
+        }
         rx.await.map_err(|_| MediaError::Unavailable)?
     }
 
@@ -363,11 +389,11 @@ impl MediaHandle {
     }
 
     pub fn failed(&self, call: CallId, side: Side) {
-        let _ = self.tx(call).try_send(Cmd::Failed { call, side });
+        self.shard(call).send(Cmd::Failed { call, side });
     }
 
     pub fn attach(&self, call: CallId, org: OrgId, side: Side, token: u64, notices: NoticeTx) {
-        let _ = self.tx(call).try_send(Cmd::Attach {
+        self.shard(call).send(Cmd::Attach {
             call,
             org,
             side,
@@ -400,15 +426,15 @@ impl MediaHandle {
     }
 
     pub fn unwatch(&self, call: CallId, token: u64, watch: u32) {
-        let _ = self.tx(call).try_send(Cmd::Unwatch { call, token, watch });
+        self.shard(call).send(Cmd::Unwatch { call, token, watch });
     }
 
     pub fn detach(&self, call: CallId, side: Side, token: u64) {
-        let _ = self.tx(call).try_send(Cmd::Detach { call, side, token });
+        self.shard(call).send(Cmd::Detach { call, side, token });
     }
 
     pub fn call_over(&self, call: CallId) {
-        let _ = self.tx(call).try_send(Cmd::CallOver { call });
+        self.shard(call).send(Cmd::CallOver { call });
     }
 }
 
@@ -797,12 +823,26 @@ const DRIVE_SLICE: usize = 8;
 /// many wake-ups as datagrams at 1×10 (docs/benchmarks.md).
 const TIMER_SLACK: Duration = Duration::from_millis(5);
 
+/// The poll token of a worker's socket.
+const SOCKET: mio::Token = mio::Token(0);
+/// The poll token of a worker's command waker.
+const WAKE: mio::Token = mio::Token(1);
+
+/// Fan-outs up to this many receivers are sealed and sent in one `sendmmsg`; larger ones in
+/// slices of [`DRIVE_SLICE`]. At 1×10, two sends per packet cost a second syscall and, more
+/// often than not, a second wake-up of the receiving side (docs/benchmarks.md).
+const ONE_SEND_FANOUT: usize = 16;
+
 /// One media worker: its own socket, core and command queue; nothing shared with the other
-/// workers but the metrics' atomics.
-async fn run(
+/// workers but the metrics' atomics. It sleeps in `epoll_wait` (mio) until a datagram, a
+/// command (the shard's waker) or its next timer, with no async runtime between the kernel
+/// and the core: at a few hundred datagrams a second per call, the runtime's readiness
+/// futures, task wake-ups and timer wheel were a measurable share of each wake-up.
+fn run(
     sfu: Sfu,
     max_watchers: usize,
-    socket: tokio::net::UdpSocket,
+    socket: mio::net::UdpSocket,
+    mut poll: mio::Poll,
     mut rx: mpsc::Receiver<Cmd>,
     metrics: Arc<MediaMetrics>,
 ) {
@@ -824,10 +864,14 @@ async fn run(
         watchers: HashMap::new(),
         max_watchers,
     };
+    let mut events = mio::Events::with_capacity(4);
     let mut recv = batch::RecvBatch::new();
     let mut out = Outbox::default();
     let mut published = SfuStats::default();
     let mut last_sweep = Instant::now();
+    // Datagrams may still be queued (the last round stopped at RECV_ROUNDS full batches):
+    // the socket's edge-triggered readiness will not say so again, so look without waiting.
+    let mut unread = false;
     loop {
         let start = Instant::now();
         let deadline = lp
@@ -836,65 +880,67 @@ async fn run(
             .unwrap_or(start + Duration::from_secs(1))
             .min(start + Duration::from_secs(1));
         // Work that is already due (pending input) runs at once; a future timer a little late.
-        let wake = if deadline <= start {
-            deadline
+        let wake = if deadline <= start || unread {
+            start
         } else {
             deadline + TIMER_SLACK
         };
-        tokio::select! {
-            r = socket.readable() => match r {
-                Ok(()) => {
-                    for _ in 0..RECV_ROUNDS {
-                        // A short batch emptied the queue: report `WouldBlock` to tokio so it
-                        // clears readiness now, instead of one more `recvmmsg` that finds
-                        // nothing. A datagram that arrives later raises a new edge-triggered
-                        // event, so none is stranded.
-                        let mut drained = false;
-                        let r = socket.try_io(Interest::READABLE, || {
-                            let n = recv.recv(&socket)?;
-                            drained = recv.drained();
-                            if drained {
-                                Err(std::io::ErrorKind::WouldBlock.into())
-                            } else {
-                                Ok(n)
-                            }
-                        });
-                        match r {
-                            Ok(_) => {}
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                                if !drained {
-                                    break;
-                                }
-                            }
-                            Err(e) => {
-                                tracing::debug!(error = %e, "media recv failed");
-                                break;
-                            }
-                        }
-                        let now = Instant::now();
-                        lp.sfu.ingest(now, Protocol::Udp, local, recv.datagrams());
-                        // Out in slices: the first receivers' copies leave while the core
-                        // seals the rest.
-                        loop {
-                            let more = lp.sfu.drive_pending(now, DRIVE_SLICE);
-                            out.take_from(&mut lp.sfu);
-                            out.flush(&socket, &metrics).await;
-                            if !more {
-                                break;
-                            }
-                        }
-                        if drained {
-                            break;
-                        }
+        if let Err(e) = poll.poll(&mut events, Some(wake.saturating_duration_since(start))) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                tracing::error!(error = %e, "media worker cannot poll; stopping");
+                return;
+            }
+        }
+        let readable = std::mem::take(&mut unread) || events.iter().any(|e| e.token() == SOCKET);
+        // Commands: looked for on every turn (one atomic load when there are none), so that
+        // none waits for the next wake-up should a waker write race with this loop.
+        loop {
+            match rx.try_recv() {
+                Ok(cmd) => lp.command(cmd),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                // Every handle is gone: the server is shutting down.
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+            }
+        }
+        if readable {
+            unread = true;
+            for _ in 0..RECV_ROUNDS {
+                match recv.recv(&socket) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        unread = false;
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "media recv failed");
+                        unread = false;
+                        break;
                     }
                 }
-                Err(e) => tracing::debug!(error = %e, "media socket not readable"),
-            },
-            cmd = rx.recv() => match cmd {
-                Some(cmd) => lp.command(cmd),
-                None => return,
-            },
-            () = tokio::time::sleep_until(wake.into()) => {}
+                let now = Instant::now();
+                lp.sfu.ingest(now, Protocol::Udp, local, recv.datagrams());
+                // Small fan-outs in one send; large ones in slices, so that the first
+                // receivers' copies leave while the core seals the rest.
+                let slice = if lp.sfu.pending() <= ONE_SEND_FANOUT {
+                    ONE_SEND_FANOUT
+                } else {
+                    DRIVE_SLICE
+                };
+                loop {
+                    let more = lp.sfu.drive_pending(now, slice);
+                    out.take_from(&mut lp.sfu);
+                    out.flush(&socket, &metrics);
+                    if !more {
+                        break;
+                    }
+                }
+                // A short batch emptied the queue (any datagram after it raises a new edge).
+                if recv.drained() {
+                    unread = false;
+                    break;
+                }
+            }
         }
         let now = Instant::now();
         // A datagram or command already drove the peers it touched; the rest wait for their
@@ -903,7 +949,7 @@ async fn run(
             lp.sfu.timeout(now);
         }
         out.take_from(&mut lp.sfu);
-        out.flush(&socket, &metrics).await;
+        out.flush(&socket, &metrics);
         while let Some(e) = lp.sfu.poll_event() {
             lp.event(e);
         }
@@ -929,24 +975,22 @@ impl Outbox {
         }
     }
 
-    /// Sends everything pending. A full socket buffer waits for writability (nothing is
-    /// dropped for it); a datagram the kernel refuses is counted in `send_errors` and dropped.
-    async fn flush(&mut self, socket: &tokio::net::UdpSocket, metrics: &MediaMetrics) {
+    /// Sends everything pending. A full socket buffer waits for room (nothing is dropped for
+    /// it); a datagram the kernel refuses is counted in `send_errors` and dropped.
+    fn flush(&mut self, socket: &mio::net::UdpSocket, metrics: &MediaMetrics) {
         let send = self.send.get_or_insert_with(batch::SendBatch::new);
         while !self.pending.is_empty() {
             let pending = self.pending.make_contiguous();
-            let r = socket.try_io(Interest::WRITABLE, || {
-                send.send(
-                    socket,
-                    pending.iter().map(|t| (t.destination, &t.contents[..])),
-                )
-            });
+            let r = send.send(
+                socket,
+                pending.iter().map(|t| (t.destination, &t.contents[..])),
+            );
             match r {
                 Ok(n) => {
                     self.pending.drain(..n.min(self.pending.len()));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if let Err(e) = socket.writable().await {
+                    if let Err(e) = batch::wait_writable(socket, Duration::from_millis(100)) {
                         tracing::debug!(error = %e, "media socket not writable");
                         return;
                     }

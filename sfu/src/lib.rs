@@ -462,6 +462,12 @@ impl Sfu {
         }
     }
 
+    /// How many peers wait to be driven by [`Sfu::drive_pending`] (the fan-out of what
+    /// [`Sfu::ingest`] queued).
+    pub fn pending(&self) -> usize {
+        self.dirty.len()
+    }
+
     /// Drives up to `max` of the peers given input since they were last polled (see
     /// [`Sfu::ingest`]); true while more wait.
     pub fn drive_pending(&mut self, now: Instant, max: usize) -> bool {
