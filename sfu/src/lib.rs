@@ -19,6 +19,7 @@
 //! assert_eq!(sfu.stats().peers, 0);
 //! ```
 
+mod dtls;
 pub mod turn;
 
 pub use str0m::net::{Protocol, Transmit};
@@ -199,6 +200,8 @@ struct Peer {
 /// The SFU core. See the crate documentation.
 pub struct Sfu {
     config: SfuConfig,
+    /// str0m's crypto with one DTLS configuration for every peer ([`dtls`]).
+    crypto: std::sync::Arc<str0m::crypto::CryptoProvider>,
     cert: Option<DtlsCert>,
     /// Slots; a removed peer leaves `None` for reuse.
     peers: Vec<Option<Peer>>,
@@ -222,14 +225,14 @@ pub struct Sfu {
 impl Sfu {
     pub fn new(now: Instant, config: SfuConfig) -> Sfu {
         // One DTLS certificate for every peer: generating a key per peer would cost a few ms each.
-        let cert = str0m::crypto::from_feature_flags()
-            .dtls_provider
-            .generate_certificate();
+        let crypto = std::sync::Arc::new(dtls::crypto_provider());
+        let cert = crypto.dtls_provider.generate_certificate();
         if cert.is_none() {
             tracing::warn!("could not generate a DTLS certificate; each peer will make its own");
         }
         Sfu {
             config,
+            crypto,
             cert,
             peers: Vec::new(),
             free: Vec::new(),
@@ -574,7 +577,8 @@ impl Sfu {
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
-            .enable_h264(true);
+            .enable_h264(true)
+            .set_crypto_provider(self.crypto.clone());
         if let Some(cert) = &self.cert {
             config = config.set_dtls_cert(cert.clone());
         }
