@@ -903,17 +903,17 @@ fn run(
             }
         }
         if readable {
+            // Until a receive finds the queue empty (or fails): after that no datagram is
+            // stranded, as the next one raises a new edge.
             unread = true;
             for _ in 0..RECV_ROUNDS {
                 match recv.recv(&socket) {
                     Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        unread = false;
-                        break;
-                    }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => {
-                        tracing::debug!(error = %e, "media recv failed");
+                        if e.kind() != std::io::ErrorKind::WouldBlock {
+                            tracing::debug!(error = %e, "media recv failed");
+                        }
                         unread = false;
                         break;
                     }
