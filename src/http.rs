@@ -423,6 +423,18 @@ async fn metrics(State(s): State<AppState>) -> Response {
             load(&m.keyframe_requests),
         ),
         (
+            "frontdesk_media_packets_sealed_by_core_total",
+            "counter",
+            "Of the packets forwarded, those the SFU core sealed itself rather than str0m.",
+            load(&m.packets_sealed_by_core),
+        ),
+        (
+            "frontdesk_media_packets_resent_total",
+            "counter",
+            "Packets resent on receivers' NACKs from what the SFU core sealed.",
+            load(&m.packets_resent),
+        ),
+        (
             "frontdesk_media_send_errors_total",
             "counter",
             "Datagrams the media socket refused to send (dropped).",

@@ -154,6 +154,10 @@ pub struct MediaMetrics {
     pub bytes_forwarded: AtomicU64,
     pub datagrams_unmatched: AtomicU64,
     pub keyframe_requests: AtomicU64,
+    /// Of `packets_forwarded`, those the core sealed itself (the rest str0m sealed).
+    pub packets_sealed_by_core: AtomicU64,
+    /// Packets resent on receivers' NACKs from what the core sealed.
+    pub packets_resent: AtomicU64,
     /// Datagrams the socket refused to send (a real error, not a full buffer); dropped.
     pub send_errors: AtomicU64,
 }
@@ -775,6 +779,8 @@ impl Loop {
             bytes_forwarded,
             datagrams_unmatched,
             keyframe_requests,
+            packets_sealed_by_core,
+            packets_resent,
         } = now;
         // Gauges go up and down: adding the wrapped difference moves the sum either way.
         let add = |a: &AtomicU64, new: u64, old: u64| {
@@ -801,6 +807,12 @@ impl Loop {
             keyframe_requests,
             last.keyframe_requests,
         );
+        add(
+            &m.packets_sealed_by_core,
+            packets_sealed_by_core,
+            last.packets_sealed_by_core,
+        );
+        add(&m.packets_resent, packets_resent, last.packets_resent);
         *last = now;
     }
 }

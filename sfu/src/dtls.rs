@@ -7,12 +7,19 @@
 //! cost, and several times its whole DTLS handshake. The configuration holds only settings and
 //! the provider (no per-connection state, no RNG seed), so one validated copy serves every peer.
 //! Everything else (certificate generation, the handshake, SRTP keying) is unchanged.
+//!
+//! Each instance also keeps a copy of the SRTP keying material the handshake exports, for the
+//! core's own forwarding path ([`crate::srtp`]): str0m derives its SRTP contexts from the same
+//! export and does not hand them out. The core collects the copy with [`take_created`] right
+//! after it builds a peer's `Rtc` (which is when str0m asks for the instance).
 
-use std::sync::{Arc, OnceLock};
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use str0m::crypto::dtls::{
     DtlsCert, DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, DtlsVersion, ProtocolVersion,
+    SrtpProfile,
 };
 use str0m::crypto::{CryptoError, CryptoProvider};
 
@@ -25,6 +32,45 @@ pub(crate) fn crypto_provider() -> CryptoProvider {
         dtls_provider: &DTLS,
         ..str0m::crypto::from_feature_flags()
     }
+}
+
+/// The SRTP keys one DTLS handshake exported.
+pub(crate) struct Keying {
+    pub(crate) profile: SrtpProfile,
+    /// RFC 5764 §4.2 order: client key, server key, client salt, server salt.
+    pub(crate) material: Vec<u8>,
+    /// This side was the DTLS client (its keys are the client's).
+    pub(crate) active: bool,
+}
+
+impl Drop for Keying {
+    fn drop(&mut self) {
+        // Best effort: the derived session keys live on in the ciphers regardless.
+        self.material.iter_mut().for_each(|b| *b = 0);
+    }
+}
+
+impl std::fmt::Debug for Keying {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key material.
+        f.debug_struct("Keying")
+            .field("profile", &self.profile)
+            .field("active", &self.active)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where one instance leaves its exported keys.
+pub(crate) type KeyingSlot = Arc<Mutex<Option<Keying>>>;
+
+thread_local! {
+    /// The slot of the instance this thread's provider made last.
+    static CREATED: RefCell<Option<KeyingSlot>> = const { RefCell::new(None) };
+}
+
+/// The keying slot of the DTLS instance made last on this thread (by the `Rtc` just built).
+pub(crate) fn take_created() -> Option<KeyingSlot> {
+    CREATED.with(|c| c.borrow_mut().take())
 }
 
 /// A DTLS provider whose instances share one validated configuration.
@@ -91,12 +137,22 @@ impl DtlsProvider for SharedConfigDtls {
                 )))
             }
         };
-        Ok(Box::new(Instance(dtls)))
+        let keying = KeyingSlot::default();
+        CREATED.with(|c| *c.borrow_mut() = Some(keying.clone()));
+        Ok(Box::new(Instance {
+            dtls,
+            keying,
+            active: false,
+        }))
     }
 }
 
 /// One peer's DTLS connection.
-struct Instance(dimpl::Dtls);
+struct Instance {
+    dtls: dimpl::Dtls,
+    keying: KeyingSlot,
+    active: bool,
+}
 
 impl std::fmt::Debug for Instance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -106,43 +162,55 @@ impl std::fmt::Debug for Instance {
 
 impl DtlsInstance for Instance {
     fn set_active(&mut self, active: bool) {
-        self.0.set_active(active);
+        self.active = active;
+        self.dtls.set_active(active);
     }
 
     fn handle_packet(&mut self, packet: &[u8]) -> Result<(), DtlsImplError> {
-        self.0.handle_packet(packet)
+        self.dtls.handle_packet(packet)
     }
 
     fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
-        self.0.poll_output(buf)
+        let out = self.dtls.poll_output(buf);
+        if let DtlsOutput::KeyingMaterial(km, profile) = &out {
+            let keying = Keying {
+                profile: *profile,
+                material: km.to_vec(),
+                active: self.active,
+            };
+            // A poisoned slot only means another thread panicked holding it: the keys are
+            // still ours to replace.
+            *self.keying.lock().unwrap_or_else(|e| e.into_inner()) = Some(keying);
+        }
+        out
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsImplError> {
-        self.0.handle_timeout(now)
+        self.dtls.handle_timeout(now)
     }
 
     fn send_application_data(&mut self, data: &[u8]) -> Result<usize, DtlsImplError> {
-        self.0.send_application_data(data)
+        self.dtls.send_application_data(data)
     }
 
     fn is_active(&self) -> bool {
-        self.0.is_active()
+        self.dtls.is_active()
     }
 
     fn protocol_version(&self) -> Option<ProtocolVersion> {
-        self.0.protocol_version()
+        self.dtls.protocol_version()
     }
 
     fn is_closing(&self) -> bool {
-        self.0.is_closing()
+        self.dtls.is_closing()
     }
 
     fn is_closed(&self) -> bool {
-        self.0.is_closed()
+        self.dtls.is_closed()
     }
 
     fn close(&mut self) -> Result<(), DtlsImplError> {
-        self.0.close()
+        self.dtls.close()
     }
 }
 

@@ -20,12 +20,14 @@
 //! ```
 
 mod dtls;
+mod srtp;
 pub mod turn;
 
 pub use str0m::net::{Protocol, Transmit};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::change::SdpOffer;
@@ -54,6 +56,20 @@ const CONSENT_MAX_RTO: Duration = Duration::from_millis(1000);
 const CONSENT_MAX_RETRANSMITS: usize = 3;
 /// Gap added to the RTP time when a forwarded track switches to a new source.
 const SOURCE_SWITCH_TIME_GAP: u32 = 3_000;
+/// On a forwarded track the core seals itself ([`srtp`]), one packet in this interval still
+/// goes through str0m, so that the sender reports str0m writes for the track map its RTP time
+/// to the wall clock from a recent packet (receivers synchronize audio and video by them), and
+/// so that str0m's own packets keep the peer's path current after an ICE change.
+const VIA_STR0M_INTERVAL: Duration = Duration::from_millis(500);
+/// Sealed video packets kept per receiver for retransmission on a NACK: at most this many...
+const RESEND_HISTORY: usize = 512;
+/// ...and none older than this (a NACK comes within a round trip or two).
+const RESEND_MAX_AGE: Duration = Duration::from_secs(1);
+/// Times one packet is resent at most, however often it is asked for.
+const MAX_RESENDS: u8 = 2;
+/// Sequence numbers read from one RTCP datagram's NACKs at most (a datagram can list
+/// thousands; a receiver missing more than this needs a keyframe, not resends).
+const MAX_NACKED_PER_REPORT: usize = 256;
 
 /// Identifies a peer; chosen by the caller, unique per [`Sfu`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -122,6 +138,10 @@ pub struct SfuStats {
     /// Datagrams no peer accepted (unknown source, stray or malformed).
     pub datagrams_unmatched: u64,
     pub keyframe_requests: u64,
+    /// Of `packets_forwarded`, those the core sealed itself ([`srtp`]) rather than str0m.
+    pub packets_sealed_by_core: u64,
+    /// Packets resent on a receiver's NACK from what the core sealed.
+    pub packets_resent: u64,
 }
 
 /// A track the peer receives from the SFU (an m-line the SFU sends on).
@@ -134,6 +154,65 @@ struct OutSlot {
     rewrite: SeqRewrite,
     /// Incoming payload type → outgoing one (None: the receiver did not negotiate that codec).
     pt_map: Vec<(Pt, Option<Pt>)>,
+    /// What the core's own sealing needs to know of the track, learned on first use.
+    fast: Option<FastOut>,
+    /// When a packet of this track last went through str0m ([`VIA_STR0M_INTERVAL`]).
+    via_str0m_at: Option<Instant>,
+    /// Video the core sealed itself, for NACKs (oldest first).
+    sent: VecDeque<Sent>,
+}
+
+/// An outgoing track's SSRC and the header extension ids its receiver negotiated (one-byte
+/// form, 1–14) for what the core writes.
+#[derive(Debug, Clone, Copy)]
+struct FastOut {
+    ssrc: u32,
+    mid_id: Option<u8>,
+    audio_level_id: Option<u8>,
+    orientation_id: Option<u8>,
+}
+
+/// A sealed packet kept for retransmission.
+#[derive(Debug)]
+struct Sent {
+    seq: u16,
+    at: Instant,
+    resends: u8,
+    datagram: Vec<u8>,
+}
+
+/// Work queued by [`Sfu::ingest`] for [`Sfu::drive_pending`], in arrival order.
+#[derive(Debug)]
+enum Work {
+    /// Tell the peer the time and poll it (str0m has input for it).
+    Drive(usize),
+    /// Seal one forwarded packet for one receiver.
+    Seal(Box<Outgoing>),
+}
+
+impl Work {
+    fn slot(&self) -> usize {
+        match self {
+            Work::Drive(s) => *s,
+            Work::Seal(c) => c.slot,
+        }
+    }
+}
+
+/// One forwarded packet for one receiver the core seals itself.
+#[derive(Debug)]
+struct Outgoing {
+    slot: usize,
+    peer: PeerId,
+    mid: Mid,
+    pt: Pt,
+    seq: u64,
+    time: u32,
+    marker: bool,
+    /// Audio level and voice activity, video orientation (as received).
+    audio_level: Option<(i8, bool)>,
+    orientation: Option<u8>,
+    payload: Arc<[u8]>,
 }
 
 /// Keeps sequence numbers and RTP time continuous on an outgoing track when its source changes.
@@ -193,8 +272,14 @@ struct Peer {
     /// A watcher (a supervisor listening in): receives the room's media, and whatever it
     /// sends is never forwarded.
     watch_only: bool,
-    /// In `Sfu::dirty` (so that it is there once, however many packets it was given).
+    /// Queued to be driven (so that it is queued once, however many packets it was given).
     dirty: bool,
+    /// The SRTP keys its DTLS handshake exports ([`dtls`]), until they are taken.
+    keying: Option<dtls::KeyingSlot>,
+    /// The core's own SRTP for it, once DTLS is up (AES-GCM profiles only).
+    fast: Option<srtp::FastSrtp>,
+    /// Protocol, local and remote address of the path str0m last sent DTLS or SRTP on.
+    route: Option<(Protocol, SocketAddr, SocketAddr)>,
 }
 
 /// The SFU core. See the crate documentation.
@@ -212,8 +297,12 @@ pub struct Sfu {
     by_addr: HashMap<SocketAddr, usize>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<SfuEvent>,
-    /// Slots with input since they were last polled (each once: see `Peer::dirty`).
-    dirty: Vec<usize>,
+    /// Peers with input since they were last polled (each once: see `Peer::dirty`) and
+    /// copies to seal, in the order they arose.
+    work: VecDeque<Work>,
+    /// Scratch: an RTP header being written; an SRTCP packet opened.
+    header: Vec<u8>,
+    rtcp: Vec<u8>,
     stats: SfuStats,
     /// The latest time the caller told the core.
     last_now: Instant,
@@ -241,7 +330,9 @@ impl Sfu {
             by_addr: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            dirty: Vec::new(),
+            work: VecDeque::new(),
+            header: Vec::with_capacity(64),
+            rtcp: Vec::new(),
             stats: SfuStats::default(),
             last_now: now,
             deferred_keyframes: Vec::new(),
@@ -338,6 +429,12 @@ impl Sfu {
             // `Connected` after every restart, also one over a path that never broke.
             if let Some(p) = self.peers[slot].as_mut() {
                 p.media_up = false;
+                // str0m takes the next packet of each track (the path may change) and the
+                // track's SSRC and extension ids are looked up again.
+                for out in &mut p.outs {
+                    out.fast = None;
+                    out.via_str0m_at = None;
+                }
             }
         }
         if !has_usable_media(&answer) {
@@ -461,30 +558,30 @@ impl Sfu {
                 destination,
                 contents,
             };
-            self.take(now, source, Input::Receive(now, receive));
+            self.take(now, source, Input::Receive(now, receive), datagram);
         }
     }
 
     /// How many peers wait to be driven by [`Sfu::drive_pending`] (the fan-out of what
     /// [`Sfu::ingest`] queued).
     pub fn pending(&self) -> usize {
-        self.dirty.len()
+        self.work.len()
     }
 
     /// Drives up to `max` of the peers given input since they were last polled (see
     /// [`Sfu::ingest`]); true while more wait.
     pub fn drive_pending(&mut self, now: Instant, max: usize) -> bool {
         for _ in 0..max {
-            if !self.drive_one_dirty(now) {
+            if !self.work_one(now) {
                 return false;
             }
         }
-        !self.dirty.is_empty()
+        !self.work.is_empty()
     }
 
     /// One datagram into the peer that accepts it, and that peer polled; the peers it
     /// forwarded to are left dirty for the caller to drain.
-    fn take(&mut self, now: Instant, source: SocketAddr, input: Input<'_>) {
+    fn take(&mut self, now: Instant, source: SocketAddr, input: Input<'_>, datagram: &[u8]) {
         let known = self.by_addr.get(&source).copied().filter(|&slot| {
             self.peers[slot]
                 .as_ref()
@@ -506,6 +603,10 @@ impl Sfu {
             }
         };
         self.stats.packets_in += 1;
+        let p = self.peers[slot].as_mut().expect("slot was just matched");
+        if p.fast.is_some() && is_rtcp(datagram) {
+            self.on_srtcp(slot, now, datagram);
+        }
         let p = self.peers[slot].as_mut().expect("slot was just matched");
         if let Err(e) = p.rtc.handle_input(input) {
             tracing::debug!(peer = p.id.0, error = %e, "peer input failed; closing it");
@@ -546,7 +647,7 @@ impl Sfu {
     /// When [`Sfu::timeout`] must next be called.
     pub fn next_deadline(&self) -> Option<Instant> {
         // Pending input (a trickled candidate, a keyframe request): due at the last time told.
-        if !self.dirty.is_empty() {
+        if !self.work.is_empty() {
             return Some(self.last_now);
         }
         let peers = self.peers.iter().flatten().map(|p| p.deadline);
@@ -601,7 +702,10 @@ impl Sfu {
         // after the path breaks, not the default half minute).
         config.set_max_stun_rto(CONSENT_MAX_RTO);
         config.set_max_stun_retransmits(CONSENT_MAX_RETRANSMITS);
+        // The DTLS instance `build` makes leaves its SRTP keys in a slot taken here ([`dtls`]).
+        dtls::take_created();
         let mut rtc = config.build(now);
+        let keying = dtls::take_created();
         for addr in &self.config.candidates {
             let c = Candidate::host(*addr, "udp")
                 .map_err(|e| SfuError::InvalidSdp(format!("bad local candidate: {e}")))?;
@@ -620,6 +724,9 @@ impl Sfu {
             remote_candidates: 0,
             watch_only,
             dirty: false,
+            keying,
+            fast: None,
+            route: None,
         };
         let slot = match self.free.pop() {
             Some(s) => {
@@ -644,7 +751,7 @@ impl Sfu {
         self.free.push(slot);
         self.by_id.remove(&p.id);
         self.by_addr.retain(|_, s| *s != slot);
-        self.dirty.retain(|s| *s != slot);
+        self.work.retain(|w| w.slot() != slot);
         self.deferred_keyframes.retain(|d| d.0 != p.id);
         if let Some(members) = self.rooms.get_mut(&p.room) {
             members.retain(|s| *s != slot);
@@ -671,7 +778,7 @@ impl Sfu {
         if let Some(p) = self.peers[slot].as_mut() {
             if !p.dirty {
                 p.dirty = true;
-                self.dirty.push(slot);
+                self.work.push_back(Work::Drive(slot));
             }
         }
     }
@@ -681,12 +788,20 @@ impl Sfu {
     /// so the forwarded packets leave now, in the call that brought them in, rather than on the
     /// next `timeout` (a second round of polling every receiver per packet).
     fn drain_dirty(&mut self, now: Instant) {
-        while self.drive_one_dirty(now) {}
+        while self.work_one(now) {}
     }
 
-    /// Tells one dirty peer the time and polls it; false if none was dirty.
-    fn drive_one_dirty(&mut self, now: Instant) -> bool {
-        while let Some(slot) = self.dirty.pop() {
+    /// Does the oldest queued work: tells a dirty peer the time and polls it, or seals a
+    /// copy; false if nothing was queued.
+    fn work_one(&mut self, now: Instant) -> bool {
+        while let Some(work) = self.work.pop_front() {
+            let slot = match work {
+                Work::Drive(slot) => slot,
+                Work::Seal(copy) => {
+                    self.seal(now, &copy);
+                    return true;
+                }
+            };
             let Some(p) = self.peers[slot].as_mut() else {
                 continue;
             };
@@ -735,7 +850,14 @@ impl Sfu {
                     p.deadline = t;
                     break;
                 }
-                Output::Transmit(t) => self.transmits.push_back(t),
+                Output::Transmit(t) => {
+                    // DTLS (20–63) or SRTP/SRTCP (128–191) go on the selected path only; STUN
+                    // also probes the others.
+                    if matches!(t.contents.first(), Some(20..=63 | 128..=191)) {
+                        p.route = Some((t.proto, t.source, t.destination));
+                    }
+                    self.transmits.push_back(t)
+                }
                 Output::Event(e) => self.on_event(slot, now, e),
             }
         }
@@ -743,9 +865,24 @@ impl Sfu {
 
     fn on_event(&mut self, slot: usize, now: Instant, event: Event) {
         let p = self.peers[slot].as_mut().expect("caller holds a live slot");
+        if matches!(event, Event::IceConnectionStateChange(_)) {
+            // The path may change: str0m's next packet on each track shows it (`route`).
+            for out in &mut p.outs {
+                out.via_str0m_at = None;
+            }
+        }
         match event {
             Event::Connected => {
                 p.dtls_up = true;
+                // SRTP is keyed by now (str0m reports DTLS connected after it has keyed its own
+                // contexts, and after it has checked the peer's certificate fingerprint).
+                let keying = p.keying.take();
+                let keying = keying
+                    .as_ref()
+                    .and_then(|k| k.lock().unwrap_or_else(|e| e.into_inner()).take());
+                if let Some(k) = keying {
+                    p.fast = srtp::FastSrtp::new(&self.crypto, &k);
+                }
                 if !p.media_up {
                     p.media_up = true;
                     self.events.push_back(SfuEvent::Connected(p.id));
@@ -942,6 +1079,35 @@ impl Sfu {
             };
             let (seq, time) = out.rewrite.map(ssrc, *pkt.seq_no, pkt.header.timestamp);
             let out_mid = out.mid;
+            self.stats.packets_forwarded += 1;
+            self.stats.bytes_forwarded += pkt.payload.len() as u64;
+            // Sealed by the core when it can (its receiver is keyed for it, the track's path
+            // and SSRC are known) and str0m has had a packet of the track recently.
+            if dst.fast.is_some() && dst.route.is_some() {
+                if out.fast.is_none() {
+                    out.fast = fast_out(&mut dst.rtc, out_mid, kind);
+                }
+                let recent = out
+                    .via_str0m_at
+                    .is_some_and(|at| now.saturating_duration_since(at) < VIA_STR0M_INTERVAL);
+                if recent && out.fast.is_some() {
+                    let ev = &pkt.header.ext_vals;
+                    self.work.push_back(Work::Seal(Box::new(Outgoing {
+                        slot: t,
+                        peer: dst.id,
+                        mid: out_mid,
+                        pt: out_pt,
+                        seq,
+                        time,
+                        marker: pkt.header.marker,
+                        audio_level: ev.audio_level.zip(ev.voice_activity),
+                        orientation: ev.video_orientation.map(|o| o as u8),
+                        payload: pkt.payload.clone(),
+                    })));
+                    continue;
+                }
+                out.via_str0m_at = Some(now);
+            }
             let mut api = dst.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
                 continue;
@@ -952,11 +1118,11 @@ impl Sfu {
                     .ext_vals(pkt.header.ext_vals.clone())
                     .nackable(kind == MediaKind::Video),
             );
-            self.stats.packets_forwarded += 1;
-            self.stats.bytes_forwarded += pkt.payload.len() as u64;
-            if !dst.dirty {
+            // Driven in arrival order: queued again if it already was, should copies the core
+            // seals have been queued since (str0m releases its packet when driven).
+            if !dst.dirty || dst.fast.is_some() {
                 dst.dirty = true;
-                self.dirty.push(t);
+                self.work.push_back(Work::Drive(t));
             }
         }
         if let Some(m) = self.rooms.get_mut(&room) {
@@ -966,6 +1132,166 @@ impl Sfu {
             self.keyframe_from(now, src_id, src_mid, KeyframeRequestKind::Pli, false);
         }
     }
+}
+
+impl Sfu {
+    /// Seals one forwarded packet for its receiver and queues it, keeping video for NACKs.
+    fn seal(&mut self, now: Instant, c: &Outgoing) {
+        let Some(p) = self.peers.get_mut(c.slot).and_then(|p| p.as_mut()) else {
+            return;
+        };
+        if p.id != c.peer || !p.media_up {
+            return;
+        }
+        let (Some(fast), Some((proto, source, destination))) = (p.fast.as_mut(), p.route) else {
+            return;
+        };
+        let Some(out) = p.outs.iter_mut().find(|o| o.mid == c.mid) else {
+            return;
+        };
+        let Some(info) = out.fast else {
+            return;
+        };
+        write_header(&mut self.header, c, &info);
+        let mut datagram = Vec::new();
+        fast.seal_rtp(&self.header, &c.payload, info.ssrc, c.seq, &mut datagram);
+        if datagram.is_empty() {
+            return;
+        }
+        if out.kind == MediaKind::Video {
+            // The history's oldest buffer, when it is due to go, holds the new copy.
+            let mut spare = None;
+            while let Some(front) = out.sent.front() {
+                let full = out.sent.len() >= RESEND_HISTORY;
+                if !full && now.saturating_duration_since(front.at) <= RESEND_MAX_AGE {
+                    break;
+                }
+                spare = out.sent.pop_front().map(|s| s.datagram);
+            }
+            let mut kept = spare.unwrap_or_default();
+            kept.clear();
+            kept.extend_from_slice(&datagram);
+            out.sent.push_back(Sent {
+                seq: c.seq as u16,
+                at: now,
+                resends: 0,
+                datagram: kept,
+            });
+        }
+        self.transmits.push_back(Transmit {
+            proto,
+            source,
+            destination,
+            contents: datagram.into(),
+        });
+        self.stats.packets_sealed_by_core += 1;
+    }
+
+    /// Reads an SRTCP datagram from a peer the core seals for, and answers the NACKs in it
+    /// from what the core sealed (str0m, which gets the datagram too, answers for its own).
+    fn on_srtcp(&mut self, slot: usize, now: Instant, datagram: &[u8]) {
+        let Some(p) = self.peers[slot].as_mut() else {
+            return;
+        };
+        let (Some(fast), Some((proto, source, destination))) = (p.fast.as_mut(), p.route) else {
+            return;
+        };
+        if fast.open_rtcp(datagram, &mut self.rtcp).is_err() {
+            return;
+        }
+        let transmits = &mut self.transmits;
+        let (mut asked, mut resent) = (0usize, 0u64);
+        srtp::for_each_nack(&self.rtcp, |ssrc, seq| {
+            asked += 1;
+            if asked > MAX_NACKED_PER_REPORT {
+                return;
+            }
+            let Some(out) = p
+                .outs
+                .iter_mut()
+                .find(|o| o.fast.is_some_and(|f| f.ssrc == ssrc))
+            else {
+                return;
+            };
+            let Some(sent) = out.sent.iter_mut().rev().find(|s| s.seq == seq) else {
+                return;
+            };
+            if sent.resends >= MAX_RESENDS
+                || now.saturating_duration_since(sent.at) > RESEND_MAX_AGE
+            {
+                return;
+            }
+            sent.resends += 1;
+            resent += 1;
+            transmits.push_back(Transmit {
+                proto,
+                source,
+                destination,
+                contents: sent.datagram.clone().into(),
+            });
+        });
+        self.stats.packets_resent += resent;
+    }
+}
+
+/// Whether a datagram on a peer's path is RTCP (RFC 5761 §4: RTP version 2, and a payload
+/// type byte of 192–223 (RTCP packet types 200-206 among them).
+fn is_rtcp(d: &[u8]) -> bool {
+    d.len() >= 8 && (128..=191).contains(&d[0]) && (192..=223).contains(&d[1])
+}
+
+/// Writes the RTP header of a copy the core seals: fixed header, then the one-byte-form
+/// extensions the receiver negotiated and the copy has values for (MID, audio level, video
+/// orientation).
+fn write_header(h: &mut Vec<u8>, c: &Outgoing, info: &FastOut) {
+    h.clear();
+    h.push(0x80);
+    h.push(u8::from(c.marker) << 7 | (*c.pt & 0x7f));
+    h.extend_from_slice(&(c.seq as u16).to_be_bytes());
+    h.extend_from_slice(&c.time.to_be_bytes());
+    h.extend_from_slice(&info.ssrc.to_be_bytes());
+    let ext = h.len();
+    h.extend_from_slice(&[0xbe, 0xde, 0, 0]);
+    if let Some(id) = info.mid_id {
+        let mid = c.mid.as_bytes();
+        h.push(id << 4 | (mid.len() - 1) as u8);
+        h.extend_from_slice(mid);
+    }
+    if let (Some(id), Some((level, voice))) = (info.audio_level_id, c.audio_level) {
+        h.push(id << 4);
+        h.push(if voice { 0x80 } else { 0 } | (level.unsigned_abs() & 0x7f));
+    }
+    if let (Some(id), Some(o)) = (info.orientation_id, c.orientation) {
+        h.push(id << 4);
+        h.push(o);
+    }
+    if h.len() == ext + 4 {
+        h.truncate(ext);
+        return;
+    }
+    while (h.len() - ext) % 4 != 0 {
+        h.push(0);
+    }
+    let words = ((h.len() - ext - 4) / 4) as u16;
+    h[ext + 2..ext + 4].copy_from_slice(&words.to_be_bytes());
+    h[0] |= 0x10;
+}
+
+/// What sealing needs of receiver `rtc`'s outgoing track `mid`: its SSRC and the ids of
+/// the extensions the core writes, where negotiated in the one-byte form.
+fn fast_out(rtc: &mut Rtc, mid: Mid, kind: MediaKind) -> Option<FastOut> {
+    let ssrc = {
+        let mut api = rtc.direct_api();
+        *api.stream_tx_by_mid(mid, None)?.ssrc()
+    };
+    let exts = rtc.media(mid)?.remote_extmap();
+    let id = |e: Extension| exts.id_of(e).filter(|id| (1..=14).contains(id));
+    Some(FastOut {
+        ssrc,
+        mid_id: id(Extension::RtpMid).filter(|_| (1..=16).contains(&mid.len())),
+        audio_level_id: id(Extension::AudioLevel).filter(|_| kind == MediaKind::Audio),
+        orientation_id: id(Extension::VideoOrientation).filter(|_| kind == MediaKind::Video),
+    })
 }
 
 impl Peer {
@@ -986,6 +1312,9 @@ impl Peer {
                 source: None,
                 rewrite: SeqRewrite::default(),
                 pt_map: Vec::new(),
+                fast: None,
+                via_str0m_at: None,
+                sent: VecDeque::new(),
             }),
             _ => {}
         }
