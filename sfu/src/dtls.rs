@@ -45,8 +45,8 @@ pub(crate) struct Keying {
 
 impl Drop for Keying {
     fn drop(&mut self) {
-        // Best effort: the derived session keys live on in the ciphers regardless.
-        self.material.iter_mut().for_each(|b| *b = 0);
+        // The derived session keys live on in the ciphers regardless.
+        zeroize::Zeroize::zeroize(&mut self.material);
     }
 }
 

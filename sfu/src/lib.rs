@@ -65,8 +65,10 @@ const VIA_STR0M_INTERVAL: Duration = Duration::from_millis(500);
 const RESEND_HISTORY: usize = 512;
 /// ...and none older than this (a NACK comes within a round trip or two).
 const RESEND_MAX_AGE: Duration = Duration::from_secs(1);
-/// Times one packet is resent at most, however often it is asked for.
+/// Times one packet is resent at most, however often it is asked for...
 const MAX_RESENDS: u8 = 2;
+/// ...and not again sooner than this (a receiver repeats a NACK about once a round trip).
+const RESEND_SPACING: Duration = Duration::from_millis(20);
 /// Sequence numbers read from one RTCP datagram's NACKs at most (a datagram can list
 /// thousands; a receiver missing more than this needs a keyframe, not resends).
 const MAX_NACKED_PER_REPORT: usize = 256;
@@ -178,6 +180,8 @@ struct Sent {
     seq: u16,
     at: Instant,
     resends: u8,
+    /// When it was last resent (or first sent).
+    last_sent: Instant,
     datagram: Vec<u8>,
 }
 
@@ -215,35 +219,59 @@ struct Outgoing {
     payload: Arc<[u8]>,
 }
 
-/// Keeps sequence numbers and RTP time continuous on an outgoing track when its source changes.
+/// Numbers an outgoing track's packets: sequence numbers (extended, so rollover counter ‖
+/// sequence number: the SRTP index) and RTP time, continuous when the track's source changes.
+///
+/// Each (SSRC, index) is sealed once (an AEAD nonce must never repeat with other plaintext),
+/// so no outgoing index is ever given to two packets: each source's run of packets (an
+/// epoch) is numbered from one past the highest index issued before it, and a packet that
+/// would land below that — one that arrives after the first packet of its epoch yet was sent
+/// before it — is dropped rather than numbered into a previous epoch's range. Within an epoch
+/// incoming sequence numbers map one to one (SRTP's replay check already refused duplicates).
 #[derive(Debug, Default)]
 struct SeqRewrite {
     ssrc: Option<Ssrc>,
-    seq_offset: u64,
+    /// The incoming index that began the current epoch, and the outgoing one it got.
+    start_in: u64,
+    start_out: u64,
     time_offset: u32,
     last_seq: Option<u64>,
     last_time: u32,
 }
 
+/// SRTP indexes are 48 bits (RFC 3711 §3.3.1).
+const MAX_SRTP_INDEX: u64 = (1 << 48) - 1;
+
 impl SeqRewrite {
-    fn map(&mut self, ssrc: Ssrc, seq: u64, time: u32) -> (u64, u32) {
+    /// The outgoing (index, RTP time) for an incoming packet, or `None` to drop it.
+    fn map(&mut self, ssrc: Ssrc, seq: u64, time: u32) -> Option<(u64, u32)> {
         if self.ssrc != Some(ssrc) {
-            if let Some(last) = self.last_seq {
-                self.seq_offset = last.wrapping_add(1).wrapping_sub(seq);
-                self.time_offset = self
-                    .last_time
-                    .wrapping_add(SOURCE_SWITCH_TIME_GAP)
-                    .wrapping_sub(time);
+            self.start_in = seq;
+            match self.last_seq {
+                Some(last) => {
+                    self.start_out = last.checked_add(1)?;
+                    self.time_offset = self
+                        .last_time
+                        .wrapping_add(SOURCE_SWITCH_TIME_GAP)
+                        .wrapping_sub(time);
+                }
+                // A receiver's SRTP starts at rollover counter 0 (RFC 3711 §3.3.1) and only
+                // learns of rollovers it sees: however long the source has been sending, the
+                // track starts in the first 2^16.
+                None => self.start_out = seq & 0xffff,
             }
             self.ssrc = Some(ssrc);
         }
-        let out_seq = seq.wrapping_add(self.seq_offset);
+        let out_seq = self
+            .start_out
+            .checked_add(seq.checked_sub(self.start_in)?)
+            .filter(|&s| s <= MAX_SRTP_INDEX)?;
         let out_time = time.wrapping_add(self.time_offset);
         if self.last_seq.is_none_or(|l| out_seq > l) {
             self.last_seq = Some(out_seq);
             self.last_time = out_time;
         }
-        (out_seq, out_time)
+        Some((out_seq, out_time))
     }
 }
 
@@ -765,6 +793,7 @@ impl Sfu {
                             if out.source.is_some_and(|(src, _)| src == p.id) {
                                 out.source = None;
                                 out.pt_map.clear();
+                                out.sent.clear();
                             }
                         }
                     }
@@ -854,7 +883,15 @@ impl Sfu {
                     // DTLS (20–63) or SRTP/SRTCP (128–191) go on the selected path only; STUN
                     // also probes the others.
                     if matches!(t.contents.first(), Some(20..=63 | 128..=191)) {
-                        p.route = Some((t.proto, t.source, t.destination));
+                        let route = Some((t.proto, t.source, t.destination));
+                        if p.route != route {
+                            // A new path (a re-nomination needs no ICE state change): str0m
+                            // takes each track's next packet, which confirms it.
+                            p.route = route;
+                            for out in &mut p.outs {
+                                out.via_str0m_at = None;
+                            }
+                        }
                     }
                     self.transmits.push_back(t)
                 }
@@ -1077,7 +1114,9 @@ impl Sfu {
             let Some(out_pt) = out_pt else {
                 continue;
             };
-            let (seq, time) = out.rewrite.map(ssrc, *pkt.seq_no, pkt.header.timestamp);
+            let Some((seq, time)) = out.rewrite.map(ssrc, *pkt.seq_no, pkt.header.timestamp) else {
+                continue;
+            };
             let out_mid = out.mid;
             self.stats.packets_forwarded += 1;
             self.stats.bytes_forwarded += pkt.payload.len() as u64;
@@ -1175,6 +1214,7 @@ impl Sfu {
                 seq: c.seq as u16,
                 at: now,
                 resends: 0,
+                last_sent: now,
                 datagram: kept,
             });
         }
@@ -1218,10 +1258,12 @@ impl Sfu {
             };
             if sent.resends >= MAX_RESENDS
                 || now.saturating_duration_since(sent.at) > RESEND_MAX_AGE
+                || now.saturating_duration_since(sent.last_sent) < RESEND_SPACING
             {
                 return;
             }
             sent.resends += 1;
+            sent.last_sent = now;
             resent += 1;
             transmits.push_back(Transmit {
                 proto,
@@ -1381,4 +1423,62 @@ fn has_usable_media(answer: &str) -> bool {
         (l.starts_with("m=audio ") || l.starts_with("m=video "))
             && l.split(' ').nth(1).is_some_and(|port| port != "0")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(r: &mut SeqRewrite, ssrc: u32, seqs: &[u64]) -> Vec<Option<u64>> {
+        seqs.iter()
+            .map(|&s| r.map(Ssrc::from(ssrc), s, 0).map(|(o, _)| o))
+            .collect()
+    }
+
+    #[test]
+    fn no_outgoing_index_is_given_twice_across_source_switches_and_reordering() {
+        let mut r = SeqRewrite::default();
+        let mut issued = std::collections::HashSet::new();
+        let mut take = |out: Vec<Option<u64>>| {
+            for o in out.into_iter().flatten() {
+                assert!(issued.insert(o), "index {o} issued twice");
+            }
+        };
+        take(feed(&mut r, 1, &(100..=200).collect::<Vec<_>>()));
+        // B's 5001 arrives before its 5000: 5000 would land on A's 200, so it is dropped.
+        let b = feed(&mut r, 2, &[5001, 5000, 5002]);
+        assert_eq!(b, vec![Some(201), None, Some(202)]);
+        take(b);
+        // Back to A, with a late packet of A's first run: dropped too.
+        let a = feed(&mut r, 1, &[201, 150, 203, 202]);
+        assert_eq!(
+            a,
+            vec![Some(203), None, Some(205), Some(204)],
+            "reordering within a run keeps its numbers"
+        );
+        take(a);
+        // Far in the past for the new run (an extended seq below its first): dropped, no
+        // wrap to 2^64.
+        assert_eq!(feed(&mut r, 3, &[70_000, 3]), vec![Some(206), None]);
+    }
+
+    #[test]
+    fn a_track_starts_at_rollover_counter_zero_however_long_its_source_has_sent() {
+        let mut r = SeqRewrite::default();
+        let late = 5 * 65_536 + 1_234;
+        assert_eq!(
+            feed(&mut r, 1, &[late, late + 1]),
+            vec![Some(1_234), Some(1_235)]
+        );
+        // Near the top of the first 2^16 it rolls over as the receiver expects.
+        let mut r = SeqRewrite::default();
+        assert_eq!(
+            feed(&mut r, 1, &[65_535, 65_536, 65_537]),
+            vec![Some(65_535), Some(65_536), Some(65_537)]
+        );
+        // The index never passes 48 bits.
+        let mut r = SeqRewrite::default();
+        r.map(Ssrc::from(1), 0, 0);
+        assert_eq!(r.map(Ssrc::from(1), MAX_SRTP_INDEX + 1, 0), None);
+    }
 }

@@ -87,16 +87,16 @@ impl FastSrtp {
                 let out = master::<16>(m, ours)?;
                 let inn = master::<16>(m, !ours)?;
                 (
-                    Aead::aes128(srtp, &out, LABEL_RTP_KEY, LABEL_RTP_SALT),
-                    Aead::aes128(srtp, &inn, LABEL_RTCP_KEY, LABEL_RTCP_SALT),
+                    Aead::aes128(srtp, &out, LABEL_RTP_KEY, LABEL_RTP_SALT, true),
+                    Aead::aes128(srtp, &inn, LABEL_RTCP_KEY, LABEL_RTCP_SALT, false),
                 )
             }
             SrtpProfile::AEAD_AES_256_GCM => {
                 let out = master::<32>(m, ours)?;
                 let inn = master::<32>(m, !ours)?;
                 (
-                    Aead::aes256(srtp, &out, LABEL_RTP_KEY, LABEL_RTP_SALT),
-                    Aead::aes256(srtp, &inn, LABEL_RTCP_KEY, LABEL_RTCP_SALT),
+                    Aead::aes256(srtp, &out, LABEL_RTP_KEY, LABEL_RTP_SALT, true),
+                    Aead::aes256(srtp, &inn, LABEL_RTCP_KEY, LABEL_RTCP_SALT, false),
                 )
             }
             _ => return None,
@@ -207,23 +207,36 @@ impl FastSrtp {
 }
 
 impl Aead {
-    fn aes128(srtp: &dyn SrtpProvider, m: &Master<16>, key_label: u8, salt_label: u8) -> Aead {
+    /// The session key and salt under these labels, for sealing (`seal`) or opening.
+    fn aes128(
+        srtp: &dyn SrtpProvider,
+        m: &Master<16>,
+        key_label: u8,
+        salt_label: u8,
+        seal: bool,
+    ) -> Aead {
         let mut key = [0u8; 16];
         m.derive(srtp, key_label, &mut key);
         let mut salt = [0u8; 12];
         m.derive(srtp, salt_label, &mut salt);
-        let cipher = Cipher::Aes128(srtp.aead_aes_128_gcm().create_cipher(key, true));
-        key.fill(0);
+        let cipher = Cipher::Aes128(srtp.aead_aes_128_gcm().create_cipher(key, seal));
+        zeroize::Zeroize::zeroize(&mut key);
         Aead { cipher, salt }
     }
 
-    fn aes256(srtp: &dyn SrtpProvider, m: &Master<32>, key_label: u8, salt_label: u8) -> Aead {
+    fn aes256(
+        srtp: &dyn SrtpProvider,
+        m: &Master<32>,
+        key_label: u8,
+        salt_label: u8,
+        seal: bool,
+    ) -> Aead {
         let mut key = [0u8; 32];
         m.derive(srtp, key_label, &mut key);
         let mut salt = [0u8; 12];
         m.derive(srtp, salt_label, &mut salt);
-        let cipher = Cipher::Aes256(srtp.aead_aes_256_gcm().create_cipher(key, true));
-        key.fill(0);
+        let cipher = Cipher::Aes256(srtp.aead_aes_256_gcm().create_cipher(key, seal));
+        zeroize::Zeroize::zeroize(&mut key);
         Aead { cipher, salt }
     }
 }
@@ -237,8 +250,8 @@ struct Master<const K: usize> {
 
 impl<const K: usize> Drop for Master<K> {
     fn drop(&mut self) {
-        self.key.fill(0);
-        self.salt.fill(0);
+        zeroize::Zeroize::zeroize(&mut self.key);
+        zeroize::Zeroize::zeroize(&mut self.salt);
     }
 }
 
@@ -282,7 +295,8 @@ impl<const K: usize> Master<K> {
             }
             chunk.copy_from_slice(&block[..chunk.len()]);
         }
-        block.fill(0);
+        zeroize::Zeroize::zeroize(&mut block);
+        zeroize::Zeroize::zeroize(&mut input);
     }
 }
 
