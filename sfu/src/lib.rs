@@ -191,7 +191,7 @@ enum Work {
     /// Tell the peer the time and poll it (str0m has input for it).
     Drive(usize),
     /// Seal one forwarded packet for one receiver.
-    Seal(Box<Outgoing>),
+    Seal(Outgoing),
 }
 
 impl Work {
@@ -1131,7 +1131,7 @@ impl Sfu {
                     .is_some_and(|at| now.saturating_duration_since(at) < VIA_STR0M_INTERVAL);
                 if recent && out.fast.is_some() {
                     let ev = &pkt.header.ext_vals;
-                    self.work.push_back(Work::Seal(Box::new(Outgoing {
+                    self.work.push_back(Work::Seal(Outgoing {
                         slot: t,
                         peer: dst.id,
                         mid: out_mid,
@@ -1142,7 +1142,7 @@ impl Sfu {
                         audio_level: ev.audio_level.zip(ev.voice_activity),
                         orientation: ev.video_orientation.map(|o| o as u8),
                         payload: pkt.payload.clone(),
-                    })));
+                    }));
                     continue;
                 }
                 out.via_str0m_at = Some(now);
