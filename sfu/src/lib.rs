@@ -9,6 +9,11 @@
 //! media kind goes out on the first sending m-line of that kind of every other peer in its room:
 //! two peers make a one-to-one call, one sender and N `recvonly` peers a broadcast.
 //!
+//! str0m receives every packet (SRTP, RTCP, keyframe requests, reports). What is forwarded to a
+//! receiver whose DTLS negotiated AES-GCM, the core seals itself with keys from that receiver's
+//! handshake (module `srtp`), and answers NACKs for it; str0m sends one packet per track every
+//! 500 ms so that its sender reports stay current. ARCHITECTURE.md has the reasoning.
+//!
 //! ```
 //! use frontdesk_sfu::{Sfu, SfuConfig, PeerId, RoomId, SfuError};
 //! use std::time::Instant;
@@ -140,7 +145,7 @@ pub struct SfuStats {
     /// Datagrams no peer accepted (unknown source, stray or malformed).
     pub datagrams_unmatched: u64,
     pub keyframe_requests: u64,
-    /// Of `packets_forwarded`, those the core sealed itself ([`srtp`]) rather than str0m.
+    /// Of `packets_forwarded`, those the core sealed itself (module `srtp`) rather than str0m.
     pub packets_sealed_by_core: u64,
     /// Packets resent on a receiver's NACK from what the core sealed.
     pub packets_resent: u64,
