@@ -464,9 +464,9 @@ impl Sfu {
                 p.media_up = false;
                 // str0m takes the next packet of each track (the path may change) and the
                 // track's SSRC and extension ids are looked up again.
+                p.via_str0m_next();
                 for out in &mut p.outs {
                     out.fast = None;
-                    out.via_str0m_at = None;
                 }
             }
         }
@@ -636,8 +636,7 @@ impl Sfu {
             }
         };
         self.stats.packets_in += 1;
-        let p = self.peers[slot].as_mut().expect("slot was just matched");
-        if p.fast.is_some() && is_rtcp(datagram) {
+        if is_rtcp(datagram) {
             self.on_srtcp(slot, now, datagram);
         }
         let p = self.peers[slot].as_mut().expect("slot was just matched");
@@ -893,9 +892,7 @@ impl Sfu {
                             // A new path (a re-nomination needs no ICE state change): str0m
                             // takes each track's next packet, which confirms it.
                             p.route = route;
-                            for out in &mut p.outs {
-                                out.via_str0m_at = None;
-                            }
+                            p.via_str0m_next();
                         }
                     }
                     self.transmits.push_back(t)
@@ -909,9 +906,7 @@ impl Sfu {
         let p = self.peers[slot].as_mut().expect("caller holds a live slot");
         if matches!(event, Event::IceConnectionStateChange(_)) {
             // The path may change: str0m's next packet on each track shows it (`route`).
-            for out in &mut p.outs {
-                out.via_str0m_at = None;
-            }
+            p.via_str0m_next();
         }
         match event {
             Event::Connected => {
@@ -1281,8 +1276,8 @@ impl Sfu {
     }
 }
 
-/// Whether a datagram on a peer's path is RTCP (RFC 5761 §4: RTP version 2, and a payload
-/// type byte of 192–223 (RTCP packet types 200-206 among them).
+/// Whether a datagram on a peer's path is RTCP (RFC 5761 §4): RTP version 2 and a second
+/// byte of 192–223, where RTCP's packet types 200–206 fall.
 fn is_rtcp(d: &[u8]) -> bool {
     d.len() >= 8 && (128..=191).contains(&d[0]) && (192..=223).contains(&d[1])
 }
@@ -1342,6 +1337,13 @@ fn fast_out(rtc: &mut Rtc, mid: Mid, kind: MediaKind) -> Option<FastOut> {
 }
 
 impl Peer {
+    /// Sends the next packet of each of its tracks through str0m ([`VIA_STR0M_INTERVAL`]).
+    fn via_str0m_next(&mut self) {
+        for out in &mut self.outs {
+            out.via_str0m_at = None;
+        }
+    }
+
     fn add_media(&mut self, mid: Mid, kind: MediaKind, dir: Direction) {
         if kind != MediaKind::Audio && kind != MediaKind::Video {
             return;

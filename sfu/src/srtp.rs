@@ -19,7 +19,7 @@
 
 use str0m::crypto::dtls::SrtpProfile;
 use str0m::crypto::{
-    AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256Gcm, AeadAes256GcmCipher, CryptoProvider,
+    AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256GcmCipher, CryptoError, CryptoProvider,
     SrtpProvider,
 };
 
@@ -78,27 +78,9 @@ pub(crate) enum OpenError {
 impl FastSrtp {
     /// The contexts for `keying`, or `None` if its profile is not an AEAD one.
     pub(crate) fn new(crypto: &CryptoProvider, keying: &Keying) -> Option<FastSrtp> {
-        let srtp = crypto.srtp_provider;
-        let m = &keying.material;
-        // Our keys are the client's if we were the DTLS client (RFC 5764 §4.2).
-        let ours = keying.active;
         let (rtp_out, rtcp_in) = match keying.profile {
-            SrtpProfile::AEAD_AES_128_GCM => {
-                let out = master::<16>(m, ours)?;
-                let inn = master::<16>(m, !ours)?;
-                (
-                    Aead::aes128(srtp, &out, LABEL_RTP_KEY, LABEL_RTP_SALT, true),
-                    Aead::aes128(srtp, &inn, LABEL_RTCP_KEY, LABEL_RTCP_SALT, false),
-                )
-            }
-            SrtpProfile::AEAD_AES_256_GCM => {
-                let out = master::<32>(m, ours)?;
-                let inn = master::<32>(m, !ours)?;
-                (
-                    Aead::aes256(srtp, &out, LABEL_RTP_KEY, LABEL_RTP_SALT, true),
-                    Aead::aes256(srtp, &inn, LABEL_RTCP_KEY, LABEL_RTCP_SALT, false),
-                )
-            }
+            SrtpProfile::AEAD_AES_128_GCM => contexts::<16>(crypto.srtp_provider, keying)?,
+            SrtpProfile::AEAD_AES_256_GCM => contexts::<32>(crypto.srtp_provider, keying)?,
             _ => return None,
         };
         Some(FastSrtp {
@@ -124,20 +106,9 @@ impl FastSrtp {
         out.reserve(hlen + payload.len() + TAG_LEN);
         out.extend_from_slice(header);
         out.resize(hlen + payload.len() + TAG_LEN, 0);
-        let (roc, seq) = ((index >> 16) as u32, index as u16);
         let (aad, body) = out.split_at_mut(hlen);
-        let salt = self.rtp_out.salt;
-        let sealed = match &mut self.rtp_out.cipher {
-            Cipher::Aes128(c) => {
-                let iv = AeadAes128Gcm::rtp_iv(salt, ssrc, roc, seq);
-                c.encrypt(&iv, aad, payload, body)
-            }
-            Cipher::Aes256(c) => {
-                let iv = AeadAes256Gcm::rtp_iv(salt, ssrc, roc, seq);
-                c.encrypt(&iv, aad, payload, body)
-            }
-        };
-        if sealed.is_err() {
+        let iv = self.rtp_out.rtp_iv(ssrc, index);
+        if self.rtp_out.seal(&iv, aad, payload, body).is_err() {
             // aws-lc refuses only malformed lengths, which the sizes above rule out; never
             // send a packet that was not sealed.
             out.clear();
@@ -175,18 +146,9 @@ impl FastSrtp {
         let sealed = &datagram[8..n - SRTCP_INDEX_LEN];
         out.extend_from_slice(&datagram[..8]);
         out.resize(8 + sealed.len() - TAG_LEN, 0);
-        let salt = self.rtcp_in.salt;
-        let opened = match &mut self.rtcp_in.cipher {
-            Cipher::Aes128(c) => {
-                let iv = AeadAes128Gcm::rtcp_iv(salt, ssrc, index);
-                c.decrypt(&iv, &[&aad], sealed, &mut out[8..])
-            }
-            Cipher::Aes256(c) => {
-                let iv = AeadAes256Gcm::rtcp_iv(salt, ssrc, index);
-                c.decrypt(&iv, &[&aad], sealed, &mut out[8..])
-            }
-        };
-        match opened {
+        // The IV formula is the same for both key sizes (RFC 7714 §9.1).
+        let iv = AeadAes128Gcm::rtcp_iv(self.rtcp_in.salt, ssrc, index);
+        match self.rtcp_in.open(&iv, &aad, sealed, &mut out[8..]) {
             Ok(len) => out.truncate(8 + len),
             Err(_) => {
                 out.clear();
@@ -206,38 +168,79 @@ impl FastSrtp {
     }
 }
 
+/// The outgoing RTP and incoming RTCP contexts for `keying`, with `K`-byte master keys. Our
+/// keys are the client's if we were the DTLS client (RFC 5764 §4.2).
+fn contexts<const K: usize>(srtp: &dyn SrtpProvider, keying: &Keying) -> Option<(Aead, Aead)> {
+    let ours = master::<K>(&keying.material, keying.active)?;
+    let theirs = master::<K>(&keying.material, !keying.active)?;
+    Some((
+        Aead::new(srtp, &ours, LABEL_RTP_KEY, LABEL_RTP_SALT, true)?,
+        Aead::new(srtp, &theirs, LABEL_RTCP_KEY, LABEL_RTCP_SALT, false)?,
+    ))
+}
+
 impl Aead {
-    /// The session key and salt under these labels, for sealing (`seal`) or opening.
-    fn aes128(
+    /// The session key and salt under these labels, for sealing (`seal`) or opening; `None`
+    /// unless the master key is AES-128 or AES-256 sized.
+    fn new<const K: usize>(
         srtp: &dyn SrtpProvider,
-        m: &Master<16>,
+        m: &Master<K>,
         key_label: u8,
         salt_label: u8,
         seal: bool,
-    ) -> Aead {
-        let mut key = [0u8; 16];
+    ) -> Option<Aead> {
+        let mut key = [0u8; K];
         m.derive(srtp, key_label, &mut key);
         let mut salt = [0u8; 12];
         m.derive(srtp, salt_label, &mut salt);
-        let cipher = Cipher::Aes128(srtp.aead_aes_128_gcm().create_cipher(key, seal));
+        let cipher = if let Ok(k) = <[u8; 16]>::try_from(&key[..]) {
+            Some(Cipher::Aes128(
+                srtp.aead_aes_128_gcm().create_cipher(k, seal),
+            ))
+        } else if let Ok(k) = <[u8; 32]>::try_from(&key[..]) {
+            Some(Cipher::Aes256(
+                srtp.aead_aes_256_gcm().create_cipher(k, seal),
+            ))
+        } else {
+            None
+        };
         zeroize::Zeroize::zeroize(&mut key);
-        Aead { cipher, salt }
+        Some(Aead {
+            cipher: cipher?,
+            salt,
+        })
     }
 
-    fn aes256(
-        srtp: &dyn SrtpProvider,
-        m: &Master<32>,
-        key_label: u8,
-        salt_label: u8,
-        seal: bool,
-    ) -> Aead {
-        let mut key = [0u8; 32];
-        m.derive(srtp, key_label, &mut key);
-        let mut salt = [0u8; 12];
-        m.derive(srtp, salt_label, &mut salt);
-        let cipher = Cipher::Aes256(srtp.aead_aes_256_gcm().create_cipher(key, seal));
-        zeroize::Zeroize::zeroize(&mut key);
-        Aead { cipher, salt }
+    /// The RTP IV for extended sequence number `index` (RFC 7714 §8.1; the same formula for
+    /// both key sizes).
+    fn rtp_iv(&self, ssrc: u32, index: u64) -> [u8; 12] {
+        AeadAes128Gcm::rtp_iv(self.salt, ssrc, (index >> 16) as u32, index as u16)
+    }
+
+    fn seal(
+        &mut self,
+        iv: &[u8; 12],
+        aad: &[u8],
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<(), CryptoError> {
+        match &mut self.cipher {
+            Cipher::Aes128(c) => c.encrypt(iv, aad, input, output),
+            Cipher::Aes256(c) => c.encrypt(iv, aad, input, output),
+        }
+    }
+
+    fn open(
+        &mut self,
+        iv: &[u8; 12],
+        aad: &[u8],
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<usize, CryptoError> {
+        match &mut self.cipher {
+            Cipher::Aes128(c) => c.decrypt(iv, &[aad], input, output),
+            Cipher::Aes256(c) => c.decrypt(iv, &[aad], input, output),
+        }
     }
 }
 
@@ -392,34 +395,28 @@ mod tests {
         ssrc: u32,
         index: u64,
     ) -> Option<Vec<u8>> {
-        let crypto = str0m::crypto::from_feature_flags();
-        let srtp = crypto.srtp_provider;
-        let (roc, seq) = ((index >> 16) as u32, index as u16);
+        let srtp = str0m::crypto::from_feature_flags().srtp_provider;
+        let (m, active) = (&keying.material, keying.active);
+        let mut aead = match keying.profile {
+            SrtpProfile::AEAD_AES_128_GCM => Aead::new(
+                srtp,
+                &master::<16>(m, active)?,
+                LABEL_RTP_KEY,
+                LABEL_RTP_SALT,
+                false,
+            ),
+            _ => Aead::new(
+                srtp,
+                &master::<32>(m, active)?,
+                LABEL_RTP_KEY,
+                LABEL_RTP_SALT,
+                false,
+            ),
+        }?;
         let mut out = vec![0u8; sealed.len() - hlen - TAG_LEN];
-        match keying.profile {
-            SrtpProfile::AEAD_AES_128_GCM => {
-                let m = master::<16>(&keying.material, keying.active).unwrap();
-                let mut key = [0u8; 16];
-                m.derive(srtp, LABEL_RTP_KEY, &mut key);
-                let mut salt = [0u8; 12];
-                m.derive(srtp, LABEL_RTP_SALT, &mut salt);
-                let mut c = srtp.aead_aes_128_gcm().create_cipher(key, false);
-                let iv = AeadAes128Gcm::rtp_iv(salt, ssrc, roc, seq);
-                c.decrypt(&iv, &[&sealed[..hlen]], &sealed[hlen..], &mut out)
-                    .ok()?;
-            }
-            _ => {
-                let m = master::<32>(&keying.material, keying.active).unwrap();
-                let mut key = [0u8; 32];
-                m.derive(srtp, LABEL_RTP_KEY, &mut key);
-                let mut salt = [0u8; 12];
-                m.derive(srtp, LABEL_RTP_SALT, &mut salt);
-                let mut c = srtp.aead_aes_256_gcm().create_cipher(key, false);
-                let iv = AeadAes256Gcm::rtp_iv(salt, ssrc, roc, seq);
-                c.decrypt(&iv, &[&sealed[..hlen]], &sealed[hlen..], &mut out)
-                    .ok()?;
-            }
-        }
+        let iv = aead.rtp_iv(ssrc, index);
+        aead.open(&iv, &sealed[..hlen], &sealed[hlen..], &mut out)
+            .ok()?;
         Some(out)
     }
 
@@ -455,22 +452,17 @@ mod tests {
 
     /// Seals SRTCP as a peer would (RFC 7714 §9.1) with `side`'s RTCP keys.
     fn seal_rtcp(keying: &Keying, plain: &[u8], index: u32) -> Vec<u8> {
-        let crypto = str0m::crypto::from_feature_flags();
-        let srtp = crypto.srtp_provider;
+        let srtp = str0m::crypto::from_feature_flags().srtp_provider;
         let m = master::<16>(&keying.material, keying.active).unwrap();
-        let mut key = [0u8; 16];
-        m.derive(srtp, LABEL_RTCP_KEY, &mut key);
-        let mut salt = [0u8; 12];
-        m.derive(srtp, LABEL_RTCP_SALT, &mut salt);
-        let mut c = srtp.aead_aes_128_gcm().create_cipher(key, true);
+        let mut aead = Aead::new(srtp, &m, LABEL_RTCP_KEY, LABEL_RTCP_SALT, true).unwrap();
         let ssrc = u32::from_be_bytes([plain[4], plain[5], plain[6], plain[7]]);
         let e_index = (0x8000_0000u32 | index).to_be_bytes();
         let mut aad = plain[..8].to_vec();
         aad.extend_from_slice(&e_index);
         let mut out = plain[..8].to_vec();
         out.resize(plain.len() + TAG_LEN, 0);
-        let iv = AeadAes128Gcm::rtcp_iv(salt, ssrc, index);
-        c.encrypt(&iv, &aad, &plain[8..], &mut out[8..]).unwrap();
+        let iv = AeadAes128Gcm::rtcp_iv(aead.salt, ssrc, index);
+        aead.seal(&iv, &aad, &plain[8..], &mut out[8..]).unwrap();
         out.extend_from_slice(&e_index);
         out
     }
