@@ -419,15 +419,30 @@ fn xss_corpus_runs_nothing_in_chromium() {
     // A sanitized page that did not load (a navigation timed out or was interrupted on a
     // loaded machine) proves nothing either way: it gets one more visit in a fresh browser.
     // Whatever it makes on that visit is logged with the rest and judged the same way.
+    // So does a control that must fire and did not: its page or its click's navigation was
+    // cut short the same way (this control then fails only if it misses twice).
+    let fired_first: BTreeSet<usize> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|r| beacon_path(&r.target))
+        .filter(|&(kind, mode, _)| kind != "ok" && mode == "raw")
+        .map(|(_, _, n)| n)
+        .collect();
+    let unfired_controls = vectors
+        .iter()
+        .filter(|v| MUST_FIRE_RAW.contains(&v.original.as_str()) && !fired_first.contains(&v.n))
+        .map(|v| format!("/raw/{}", v.n));
     let unloaded: Vec<String> = reports
         .iter()
         .filter(|r| r["loaded"] != true)
         .filter_map(|r| r["path"].as_str())
         .filter(|p| p.starts_with("/page/"))
         .map(str::to_owned)
+        .chain(unfired_controls)
         .collect();
     if !unloaded.is_empty() {
-        println!("visiting again, as they did not load: {unloaded:?}");
+        println!("visiting again, as they did not load (or, controls, did not fire): {unloaded:?}");
         let (again, _) = run_harness(&origin, &unloaded);
         reports.retain(|r| {
             !r["path"]
