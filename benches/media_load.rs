@@ -25,6 +25,11 @@
 //! from a keyframe's first to its last (the marker) has arrived, in any order (a jitter
 //! buffer's view: a retransmitted packet completes the frame).
 //!
+//! For frontdesk it also reads the server's own share of that trip from `/metrics`
+//! (`frontdesk_media_forward_delay_seconds`: the kernel's arrival stamp on the server's socket
+//! to each copy leaving it), so a tail can be told apart: the server's, or the tool's and the
+//! host's. Its quantiles are interpolated within the histogram's buckets.
+//!
 //! Per run it reports: delivered (forwarded) packets/s and bytes/s measured at the
 //! subscribers, the server's CPU (process, from `/proc/<pid>/stat`) and each core's busy time
 //! with its softirq and steal shares (`/proc/stat`; steal is time the hypervisor gave away, so
@@ -328,6 +333,10 @@ struct Outcome {
     first_p99_us: f64,
     spread_p50_us: f64,
     spread_p99_us: f64,
+    /// The server's own share of the trip, from its `/metrics` (frontdesk only): arrival at
+    /// its socket to the copies leaving it.
+    own_p50_us: Option<f64>,
+    own_p99_us: Option<f64>,
     connect_s: f64,
 }
 
@@ -399,6 +408,11 @@ impl Outcome {
             "  per packet: first copy p50 {:.0} µs, p99 {:.0} µs; first to last copy (the fan-out) p50 {:.0} µs, p99 {:.0} µs",
             self.first_p50_us, self.first_p99_us, self.spread_p50_us, self.spread_p99_us
         );
+        if let (Some(p50), Some(p99)) = (self.own_p50_us, self.own_p99_us) {
+            println!(
+                "  the server's own share (its socket's arrival stamp to each copy sent, from /metrics): p50 {p50:.0} µs, p99 {p99:.0} µs"
+            );
+        }
         println!(
             "  keyframe after join: {} of {} subscribers (p99 wait {:.0} ms); keyframes sent in the window: {}",
             self.keyframes.0, self.keyframes.1, self.keyframe_wait_p99_ms, self.keyframes_sent
@@ -446,6 +460,10 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     tokio::time::sleep(Duration::from_secs(a.warmup)).await;
 
     let stamp = |t: Instant| t.saturating_duration_since(epoch).as_nanos() as u64;
+    let delay0 = match &server {
+        Server::Frontdesk(f) => f.forward_delay().await,
+        Server::Janus(_) => Vec::new(),
+    };
     let t0 = Instant::now();
     let (cpu0, cores0, tool0) = (cpu_ticks(pid), cpu_times(), cpu_ticks(std::process::id()));
     let window = Duration::from_secs(a.seconds);
@@ -453,6 +471,11 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     tokio::time::sleep(window).await;
     let (cpu1, cores1, tool1) = (cpu_ticks(pid), cpu_times(), cpu_ticks(std::process::id()));
     let rss_after = rss_kib(pid);
+    let delay1 = match &server {
+        Server::Frontdesk(f) => f.forward_delay().await,
+        Server::Janus(_) => Vec::new(),
+    };
+    let own = bucket_delta(&delay0, &delay1);
     // What was sent in the window may still be on its way.
     tokio::time::sleep(Duration::from_millis(500)).await;
     totals.borrow_mut().stop = true;
@@ -505,6 +528,8 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
         first_p99_us: peer::quantile(&t.first_copy_us, 0.99),
         spread_p50_us: peer::quantile(&t.spread_us, 0.5),
         spread_p99_us: peer::quantile(&t.spread_us, 0.99),
+        own_p50_us: bucket_quantile(&own, 0.5),
+        own_p99_us: bucket_quantile(&own, 0.99),
         max_us,
         rss_per_subscriber_kib: rss_after.saturating_sub(rss_before) as f64 / n_subs.max(1) as f64,
         keyframes: (t.keyframe_ok, n_subs),
@@ -517,6 +542,39 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     out
 }
 
+/// What a cumulative histogram (upper bound, count) gained from `before` to `after`.
+fn bucket_delta(before: &[(f64, u64)], after: &[(f64, u64)]) -> Vec<(f64, u64)> {
+    after
+        .iter()
+        .map(|&(le, n)| {
+            let was = before.iter().find(|b| b.0 == le).map_or(0, |b| b.1);
+            (le, n.saturating_sub(was))
+        })
+        .collect()
+}
+
+/// Quantile `p` of a cumulative histogram, interpolated within its bucket (as Prometheus's
+/// `histogram_quantile`); in the open last bucket, its lower bound. None when it is empty.
+fn bucket_quantile(h: &[(f64, u64)], p: f64) -> Option<f64> {
+    let total = h.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let want = p * total as f64;
+    let (mut lo, mut below) = (0.0, 0u64);
+    for &(le, n) in h {
+        if n as f64 >= want {
+            if !le.is_finite() {
+                return Some(lo);
+            }
+            let inside = (n - below).max(1) as f64;
+            return Some(lo + (le - lo) * (want - below as f64) / inside);
+        }
+        (lo, below) = (le, n);
+    }
+    Some(lo)
+}
+
 fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 && a.is_finite() && b.is_finite() {
         format!("{:.2}×", a / b)
@@ -526,11 +584,15 @@ fn ratio(a: f64, b: f64) -> String {
 }
 
 fn table(outcomes: &[Outcome]) {
-    println!("\n| P × S | server | delivered pkt/s | MB/s | server CPU | steal | pkt per CPU-s | p50 / p99 µs | loss | KiB per sub | keyframes |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("\n| P × S | server | delivered pkt/s | MB/s | server CPU | steal | pkt per CPU-s | p50 / p99 µs | in the server, p50 / p99 µs | loss | KiB per sub | keyframes |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for o in outcomes {
+        let own = match (o.own_p50_us, o.own_p99_us) {
+            (Some(a), Some(b)) => format!("{a:.0} / {b:.0}"),
+            _ => "–".into(),
+        };
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.1} % | {:.1} % | {:.0} | {:.0} / {:.0} | {:.3} % | {:.0} | {}/{} |",
+            "| {} | {} | {:.0} | {:.2} | {:.1} % | {:.1} % | {:.0} | {:.0} / {:.0} | {own} | {:.3} % | {:.0} | {}/{} |",
             o.shape.label(),
             o.server,
             o.pps(),

@@ -376,6 +376,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
         snap.open_calls
     );
     let m = &s.media.metrics;
+    forward_delay(&mut out, &m.forward_delay);
     let cm = &s.cobrowse.metrics;
     let g = s.cobrowse.gauges();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
@@ -541,6 +542,32 @@ async fn metrics(State(s): State<AppState>) -> Response {
         let _ = writeln!(out, "frontdesk_agents{{presence=\"{p}\"}} {n}");
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The media workers' forwarding delay as a Prometheus histogram (cumulative buckets).
+fn forward_delay(out: &mut String, h: &crate::media::ForwardDelay) {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let name = "frontdesk_media_forward_delay_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} From a datagram's arrival at a media socket to each datagram it caused leaving the server.\n# TYPE {name} histogram"
+    );
+    let mut total = 0u64;
+    for (i, b) in h.buckets.iter().enumerate() {
+        total += b.load(Relaxed);
+        match crate::media::DELAY_BOUNDS_US.get(i) {
+            Some(&us) => {
+                let le = us as f64 / 1e6;
+                let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {total}");
+            }
+            None => {
+                let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+            }
+        }
+    }
+    let sum = h.sum_ns.load(Relaxed) as f64 / 1e9;
+    let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {total}");
 }
 
 // ---- pools -------------------------------------------------------------------------------

@@ -160,6 +160,66 @@ pub struct MediaMetrics {
     pub packets_resent: AtomicU64,
     /// Datagrams the socket refused to send (a real error, not a full buffer); dropped.
     pub send_errors: AtomicU64,
+    /// How long what a received datagram caused waited in the server (see [`ForwardDelay`]).
+    pub forward_delay: ForwardDelay,
+}
+
+/// Upper bounds, in microseconds, of the [`ForwardDelay`] histogram's buckets (a last one
+/// counts everything above): fine below a millisecond, where the SFU's own work lies.
+pub const DELAY_BOUNDS_US: [u64; 14] = [
+    50, 100, 150, 200, 300, 400, 500, 750, 1_000, 1_500, 2_000, 5_000, 10_000, 50_000,
+];
+
+/// The server's own share of a packet's trip: from the kernel receiving a datagram on a media
+/// socket (its `SO_TIMESTAMPNS` stamp) to the worker handing each datagram that it caused (a
+/// forwarded copy, a NACK answered) back to the kernel, one count per datagram sent. It holds
+/// the wait for the worker to wake or finish what it was doing, the core's work, and the
+/// sends before it in the same batch (on loopback a send also delivers to the receiving
+/// socket). A load tool's end-to-end figure adds both kernels' paths and its own timing.
+/// Both ends are read on the wall clock, so a clock step during a measurement misfiles it.
+#[derive(Debug, Default)]
+pub struct ForwardDelay {
+    /// Not cumulative: bucket `i` counts delays above bound `i − 1` up to bound `i`.
+    pub buckets: [AtomicU64; DELAY_BOUNDS_US.len() + 1],
+    pub sum_ns: AtomicU64,
+}
+
+/// A worker's [`ForwardDelay`] counts since it last published them.
+#[derive(Debug, Default)]
+struct DelayCounts {
+    buckets: [u64; DELAY_BOUNDS_US.len() + 1],
+    sum_ns: u64,
+}
+
+impl DelayCounts {
+    /// `n` datagrams sent `delay` after the datagram that caused them arrived.
+    fn record(&mut self, delay: Duration, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        let i = DELAY_BOUNDS_US.partition_point(|&b| b < us);
+        self.buckets[i] += n as u64;
+        let ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_ns = self.sum_ns.saturating_add(ns.saturating_mul(n as u64));
+    }
+
+    fn publish(&mut self, to: &ForwardDelay) {
+        for (a, n) in to.buckets.iter().zip(self.buckets) {
+            if n > 0 {
+                a.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        to.sum_ns.fetch_add(self.sum_ns, Ordering::Relaxed);
+        *self = DelayCounts::default();
+    }
+}
+
+/// The wall-clock time since the Unix epoch (what the kernel's receive stamps count in).
+fn wall_now() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// The way into the media workers.
@@ -240,6 +300,9 @@ impl MediaHandle {
             }
             let std_socket = std::net::UdpSocket::bind(addr)?;
             std_socket.set_nonblocking(true)?;
+            if !batch::enable_timestamps(&std_socket) && k == 0 {
+                tracing::debug!("media socket does not stamp arrivals; forward delay unmeasured");
+            }
             let (rcv, snd) = batch::set_buffers(&std_socket, batch::SOCKET_BUFFER);
             if k == 0 && rcv < batch::SOCKET_BUFFER {
                 tracing::warn!(
@@ -880,6 +943,7 @@ fn run(
     let mut recv = batch::RecvBatch::new();
     let mut out = Outbox::default();
     let mut published = SfuStats::default();
+    let mut delay = DelayCounts::default();
     let mut last_sweep = Instant::now();
     // Datagrams may still be queued (the last round stopped at RECV_ROUNDS full batches):
     // the socket's edge-triggered readiness will not say so again, so look without waiting.
@@ -931,6 +995,7 @@ fn run(
                     }
                 }
                 let now = Instant::now();
+                let arrived = recv.earliest_stamp();
                 lp.sfu.ingest(now, Protocol::Udp, local, recv.datagrams());
                 // Small fan-outs in one send; large ones in slices, so that the first
                 // receivers' copies leave while the core seals the rest.
@@ -942,7 +1007,11 @@ fn run(
                 loop {
                     let more = lp.sfu.drive_pending(now, slice);
                     out.take_from(&mut lp.sfu);
+                    let sent = out.pending.len();
                     out.flush(&socket, &metrics);
+                    if let Some(at) = arrived {
+                        delay.record(wall_now().saturating_sub(at), sent);
+                    }
                     if !more {
                         break;
                     }
@@ -969,6 +1038,7 @@ fn run(
             last_sweep = now;
             lp.sweep(now);
             lp.publish(&metrics, &mut published);
+            delay.publish(&metrics.forward_delay);
         }
     }
 }
@@ -1015,5 +1085,44 @@ impl Outbox {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_delays_land_in_the_bucket_whose_bound_they_do_not_pass() {
+        let us = Duration::from_micros;
+        let mut d = DelayCounts::default();
+        d.record(us(0), 1);
+        d.record(us(50), 2); // on a bound: that bucket
+        d.record(us(51), 1);
+        d.record(us(999), 4);
+        d.record(us(1_000), 1);
+        d.record(Duration::from_secs(3), 1); // past the last bound
+        d.record(us(10), 0); // nothing sent: nothing counted
+        let h = ForwardDelay::default();
+        d.publish(&h);
+        let got: Vec<u64> = h
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let mut want = vec![0; DELAY_BOUNDS_US.len() + 1];
+        want[0] = 3;
+        want[1] = 1;
+        want[8] = 5;
+        want[DELAY_BOUNDS_US.len()] = 1;
+        assert_eq!(got, want);
+        let sum = 2 * 50 + 51 + 4 * 999 + 1_000 + 3_000_000;
+        assert_eq!(h.sum_ns.load(Ordering::Relaxed), sum * 1_000);
+        // Publishing emptied the worker's counts; a second publish adds to the first.
+        assert_eq!(d.buckets, [0; DELAY_BOUNDS_US.len() + 1]);
+        d.record(us(120), 1);
+        d.publish(&h);
+        assert_eq!(h.buckets[2].load(Ordering::Relaxed), 1);
+        assert_eq!(h.buckets[0].load(Ordering::Relaxed), 3);
     }
 }

@@ -169,6 +169,32 @@ async fn visitor_and_agent_see_and_hear_each_other_through_the_sfu() {
         sealed * 10 >= forwarded * 8,
         "sealed by the core: {sealed} of {forwarded}"
     );
+    // Every copy the core sealed left in answer to a datagram the kernel stamped, so the
+    // forwarding-delay histogram counted it: cumulative buckets ending at the count.
+    let body = site.s.metrics().await;
+    let buckets: Vec<f64> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("frontdesk_media_forward_delay_seconds_bucket{le="))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        buckets.len() > 2 && buckets.windows(2).all(|w| w[0] <= w[1]),
+        "{buckets:?}"
+    );
+    let count = site
+        .s
+        .metric("frontdesk_media_forward_delay_seconds_count")
+        .await;
+    assert!(
+        count >= buckets[buckets.len() - 1] && count >= sealed as f64,
+        "{count} < {sealed}"
+    );
+    assert!(
+        site.s
+            .metric("frontdesk_media_forward_delay_seconds_sum")
+            .await
+            > 0.0
+    );
 }
 
 #[tokio::test]

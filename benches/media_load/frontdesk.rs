@@ -81,6 +81,30 @@ impl Frontdesk {
         }
     }
 
+    /// The server's forwarding-delay histogram from `/metrics`
+    /// (`frontdesk_media_forward_delay_seconds`): (upper bound in µs, cumulative count), the
+    /// last bound infinite.
+    pub async fn forward_delay(&self) -> Vec<(f64, u64)> {
+        let body = reqwest::get(format!("http://{}/metrics", self.base))
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics text");
+        body.lines()
+            .filter_map(|l| l.strip_prefix("frontdesk_media_forward_delay_seconds_bucket{le=\""))
+            .filter_map(|l| {
+                let (le, n) = l.split_once("\"} ")?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse::<f64>().ok()? * 1e6
+                };
+                Some((le, n.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
     /// Makes the agents the calls need (one per call) through the admin API.
     pub async fn agents(&self, n: usize) {
         let http = reqwest::Client::new();

@@ -12,6 +12,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Most datagrams per `recvmmsg`/`sendmmsg`.
 pub const BATCH: usize = 32;
@@ -19,12 +20,22 @@ pub const BATCH: usize = 32;
 /// arrives whole enough to be counted and dropped by the core rather than cut to look valid.
 const RECV_BUF: usize = 2048;
 
+/// Control buffer per datagram: room for one `SCM_TIMESTAMPNS` message (a 16-byte header and
+/// a 16-byte timespec on 64-bit Linux) with margin; u64s keep it aligned for `cmsghdr`.
+#[cfg(target_os = "linux")]
+const CONTROL_WORDS: usize = 8;
+
 /// Buffers for one batch of received datagrams.
 pub struct RecvBatch {
     bufs: Vec<[u8; RECV_BUF]>,
     lens: Vec<usize>,
     sources: Vec<Option<SocketAddr>>,
+    /// When the kernel received each datagram (wall clock since the Unix epoch), if the
+    /// socket stamps them ([`enable_timestamps`]).
+    stamps: Vec<Option<Duration>>,
     n: usize,
+    #[cfg(target_os = "linux")]
+    control: Vec<[u64; CONTROL_WORDS]>,
     #[cfg(target_os = "linux")]
     addrs: Vec<libc::sockaddr_storage>,
     #[cfg(target_os = "linux")]
@@ -44,7 +55,10 @@ impl RecvBatch {
             bufs: vec![[0u8; RECV_BUF]; BATCH],
             lens: vec![0; BATCH],
             sources: vec![None; BATCH],
+            stamps: vec![None; BATCH],
             n: 0,
+            #[cfg(target_os = "linux")]
+            control: vec![[0; CONTROL_WORDS]; BATCH],
             #[cfg(target_os = "linux")]
             // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid (AF_UNSPEC) value.
             addrs: vec![unsafe { std::mem::zeroed() }; BATCH],
@@ -59,6 +73,12 @@ impl RecvBatch {
     /// source address is not IPv4 or IPv6 is skipped.
     pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
         (0..self.n).filter_map(|i| Some((self.sources[i]?, &self.bufs[i][..self.lens[i]])))
+    }
+
+    /// When the kernel received the earliest datagram of the last receive (wall clock since
+    /// the Unix epoch); `None` when the socket does not stamp.
+    pub fn earliest_stamp(&self) -> Option<Duration> {
+        self.stamps[..self.n].iter().flatten().min().copied()
     }
 
     /// Whether the last receive emptied the socket's queue: `recvmmsg` on a nonblocking
@@ -82,20 +102,27 @@ impl RecvBatch {
                 iov_len: buf.len(),
             });
         }
-        for (iov, addr) in self.iovecs.iter_mut().zip(self.addrs.iter_mut()) {
+        let slots = self
+            .iovecs
+            .iter_mut()
+            .zip(self.addrs.iter_mut())
+            .zip(self.control.iter_mut());
+        for ((iov, addr), control) in slots {
             // SAFETY: msghdr is plain old data; the fields that matter are set below.
             let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
             h.msg_name = (addr as *mut libc::sockaddr_storage).cast();
             h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_iov = iov as *mut libc::iovec;
             h.msg_iovlen = 1;
+            h.msg_control = control.as_mut_ptr().cast();
+            h.msg_controllen = std::mem::size_of_val(control) as _;
             self.hdrs.push(libc::mmsghdr {
                 msg_hdr: h,
                 msg_len: 0,
             });
         }
-        // SAFETY: `hdrs` holds BATCH valid headers whose name and iovec pointers point into
-        // `addrs`, `iovecs` and `bufs`, which live (unmoved) for the duration of the call and
+        // SAFETY: `hdrs` holds BATCH valid headers whose name, iovec and control pointers
+        // point into `addrs`, `iovecs`, `control` and `bufs`, which live (unmoved) for the duration of the call and
         // are large enough for what the headers say; the fd is the socket's, open while borrowed.
         let r = unsafe {
             libc::recvmmsg(
@@ -113,6 +140,7 @@ impl RecvBatch {
         for i in 0..n {
             self.lens[i] = (self.hdrs[i].msg_len as usize).min(RECV_BUF);
             self.sources[i] = from_sockaddr(&self.addrs[i]);
+            self.stamps[i] = rx_stamp(&self.hdrs[i].msg_hdr);
         }
         self.n = n;
         Ok(n)
@@ -125,9 +153,56 @@ impl RecvBatch {
         let (len, source) = socket.recv_from(&mut self.bufs[0])?;
         self.lens[0] = len;
         self.sources[0] = Some(source);
+        self.stamps[0] = None;
         self.n = 1;
         Ok(1)
     }
+}
+
+/// The kernel's receive stamp in a received message's control data, if there is one.
+#[cfg(target_os = "linux")]
+fn rx_stamp(h: &libc::msghdr) -> Option<Duration> {
+    // SAFETY: `h` is a header the kernel just filled: its control pointer and (updated)
+    // length describe the control buffer it wrote, which the CMSG macros walk within.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                let secs = u64::try_from(ts.tv_sec).ok()?;
+                let nanos = u32::try_from(ts.tv_nsec)
+                    .ok()
+                    .filter(|&n| n < 1_000_000_000)?;
+                return Some(Duration::new(secs, nanos));
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    None
+}
+
+/// Asks the kernel to stamp each datagram `socket` receives with the time it arrived
+/// (`SO_TIMESTAMPNS`, read by [`RecvBatch::earliest_stamp`]); false if it refuses.
+#[cfg(target_os = "linux")]
+pub fn enable_timestamps(socket: &std::net::UdpSocket) -> bool {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid descriptor and a pointer to a c_int of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    r == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn enable_timestamps(_socket: &std::net::UdpSocket) -> bool {
+    false
 }
 
 /// Scratch space for sending one batch.
@@ -419,6 +494,55 @@ mod tests {
         assert_eq!(got, msgs);
         // The last receive emptied the queue, and says so.
         assert!(recv.drained());
+    }
+
+    #[test]
+    fn a_stamping_socket_gives_each_batch_the_kernels_arrival_time() {
+        let std_rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        std_rx.set_nonblocking(true).unwrap();
+        let stamps = enable_timestamps(&std_rx);
+        assert_eq!(stamps, cfg!(target_os = "linux"));
+        let rx = mio::net::UdpSocket::from_std(std_rx);
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let wall = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+        };
+        let before = wall();
+        for i in 0..3u8 {
+            tx.send_to(&[i; 20], rx.local_addr().unwrap()).unwrap();
+        }
+        // Delivery may finish after the send returns (a deferred softirq), never after the
+        // receive that reads it.
+        let mut recv = RecvBatch::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut got = 0;
+        while got < 3 {
+            match recv.recv(&rx) {
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "datagrams lost");
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                Err(e) => panic!("{e}"),
+            }
+            let after = wall();
+            match recv.earliest_stamp() {
+                Some(at) => assert!(before <= at && at <= after, "{before:?} {at:?} {after:?}"),
+                None => assert!(!stamps),
+            }
+        }
+        // A socket that does not stamp gives none.
+        let plain = mio::net::UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        tx.send_to(&[9; 20], plain.local_addr().unwrap()).unwrap();
+        while let Err(e) = recv.recv(&plain) {
+            assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+            assert!(std::time::Instant::now() < deadline, "datagram lost");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(recv.earliest_stamp(), None);
     }
 
     #[test]
