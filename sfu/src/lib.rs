@@ -12,7 +12,8 @@
 //! str0m receives every packet (SRTP, RTCP, keyframe requests, reports). What is forwarded to a
 //! receiver whose DTLS negotiated AES-GCM, the core seals itself with keys from that receiver's
 //! handshake (module `srtp`), and answers NACKs for it; str0m sends one packet per track every
-//! 500 ms so that its sender reports stay current. ARCHITECTURE.md has the reasoning.
+//! 500 ms so that its sender reports stay current, and the core adds its own packets to the
+//! counts in those reports. ARCHITECTURE.md has the reasoning.
 //!
 //! ```
 //! use frontdesk_sfu::{Sfu, SfuConfig, PeerId, RoomId, SfuError};
@@ -167,6 +168,9 @@ struct OutSlot {
     via_str0m_at: Option<Instant>,
     /// Video the core sealed itself, for NACKs (oldest first).
     sent: VecDeque<Sent>,
+    /// RTP packets (resends included) and payload octets the core sent on the track, modulo
+    /// 2^32 as RTCP counts them: added to str0m's sender reports, which count only str0m's.
+    core_sent: (u32, u32),
 }
 
 /// An outgoing track's SSRC and the header extension ids its receiver negotiated (one-byte
@@ -187,6 +191,8 @@ struct Sent {
     resends: u8,
     /// When it was last resent (or first sent).
     last_sent: Instant,
+    /// Its payload's length (for the sender reports' octet count).
+    payload_len: u32,
     datagram: Vec<u8>,
 }
 
@@ -883,7 +889,19 @@ impl Sfu {
                     p.deadline = t;
                     break;
                 }
-                Output::Transmit(t) => {
+                Output::Transmit(mut t) => {
+                    // A sender report str0m wrote counts only the packets str0m sent: add
+                    // what the core sent on each stream (module `srtp`).
+                    if let Some(fast) = p.fast.as_mut().filter(|_| is_rtcp(&t.contents)) {
+                        let outs = &p.outs;
+                        let mut d: Vec<u8> = t.contents.into();
+                        fast.add_to_sender_reports(&mut d, &mut self.rtcp, |ssrc| {
+                            outs.iter()
+                                .find(|o| o.fast.is_some_and(|f| f.ssrc == ssrc))
+                                .map(|o| o.core_sent)
+                        });
+                        t.contents = d.into();
+                    }
                     // DTLS (20–63) or SRTP/SRTCP (128–191) go on the selected path only; STUN
                     // also probes the others.
                     if matches!(t.contents.first(), Some(20..=63 | 128..=191)) {
@@ -1118,8 +1136,6 @@ impl Sfu {
                 continue;
             };
             let out_mid = out.mid;
-            self.stats.packets_forwarded += 1;
-            self.stats.bytes_forwarded += pkt.payload.len() as u64;
             // Sealed by the core when it can (its receiver is keyed for it, the track's path
             // and SSRC are known) and str0m has had a packet of the track recently.
             if dst.fast.is_some() && dst.route.is_some() {
@@ -1157,6 +1173,9 @@ impl Sfu {
                     .ext_vals(pkt.header.ext_vals.clone())
                     .nackable(kind == MediaKind::Video),
             );
+            // Counted once written: a copy the core seals is counted when sealed.
+            self.stats.packets_forwarded += 1;
+            self.stats.bytes_forwarded += pkt.payload.len() as u64;
             // Driven in arrival order: queued again if it already was, should copies the core
             // seals have been queued since (str0m releases its packet when driven).
             if !dst.dirty || dst.fast.is_some() {
@@ -1215,9 +1234,12 @@ impl Sfu {
                 at: now,
                 resends: 0,
                 last_sent: now,
+                payload_len: c.payload.len() as u32,
                 datagram: kept,
             });
         }
+        out.core_sent.0 = out.core_sent.0.wrapping_add(1);
+        out.core_sent.1 = out.core_sent.1.wrapping_add(c.payload.len() as u32);
         self.transmits.push_back(Transmit {
             proto,
             source,
@@ -1225,6 +1247,8 @@ impl Sfu {
             contents: datagram.into(),
         });
         self.stats.packets_sealed_by_core += 1;
+        self.stats.packets_forwarded += 1;
+        self.stats.bytes_forwarded += c.payload.len() as u64;
     }
 
     /// Reads an SRTCP datagram from a peer the core seals for, and answers the NACKs in it
@@ -1265,6 +1289,8 @@ impl Sfu {
             sent.resends += 1;
             sent.last_sent = now;
             resent += 1;
+            out.core_sent.0 = out.core_sent.0.wrapping_add(1);
+            out.core_sent.1 = out.core_sent.1.wrapping_add(sent.payload_len);
             transmits.push_back(Transmit {
                 proto,
                 source,
@@ -1364,6 +1390,7 @@ impl Peer {
                 fast: None,
                 via_str0m_at: None,
                 sent: VecDeque::new(),
+                core_sent: (0, 0),
             }),
             _ => {}
         }

@@ -8,11 +8,15 @@
 //! DTLS handshake exported ([`crate::dtls`]), is the header, the AEAD and nothing else.
 //!
 //! Sharing the keys with str0m is safe because an AEAD nonce is (SSRC, rollover counter,
-//! sequence number) for RTP and (SSRC, SRTCP index) for SRTCP, and the two never seal the
-//! same one: for a forwarded stream the core picks every sequence number and gives each to
-//! exactly one of the two paths, and this module never sends RTCP. It only *opens* the
-//! receivers' SRTCP — with its own context, str0m opening the same datagram with its own — to
-//! read the NACKs that ask for packets str0m never saw.
+//! sequence number) for RTP and (SSRC, SRTCP index) for SRTCP, and no nonce seals two
+//! plaintexts that both leave: for a forwarded stream the core picks every sequence number and
+//! gives each to exactly one of the two paths. This module *opens* the receivers' SRTCP — with
+//! its own context, str0m opening the same datagram with its own — to read the NACKs that ask
+//! for packets str0m never saw. And it rewrites str0m's sender reports before they leave
+//! ([`FastSrtp::add_to_sender_reports`]): their packet and octet counts are str0m's own, about
+//! one packet in twenty of a track the core seals, so the core opens the report, adds what it
+//! sent, and seals it again under str0m's index. That nonce seals two plaintexts, but the
+//! first sealing is replaced in memory and never sent, so only one is ever seen.
 //!
 //! AES-CM/HMAC-SHA1 (`AES128_CM_SHA1_80`) peers keep str0m's path: every current browser
 //! offers the GCM profiles and str0m prefers them.
@@ -53,6 +57,9 @@ struct Aead {
 pub(crate) struct FastSrtp {
     rtp_out: Aead,
     rtcp_in: Aead,
+    /// This side's SRTCP (str0m seals it), opened and sealed again to amend sender reports.
+    rtcp_out_open: Aead,
+    rtcp_out_seal: Aead,
     /// (sender SSRC, highest SRTCP index accepted): a replayed or reordered report is
     /// ignored here (str0m still gets it and judges it by its own window).
     rtcp_seen: Vec<(u32, u32)>,
@@ -78,7 +85,7 @@ pub(crate) enum OpenError {
 impl FastSrtp {
     /// The contexts for `keying`, or `None` if its profile is not an AEAD one.
     pub(crate) fn new(crypto: &CryptoProvider, keying: &Keying) -> Option<FastSrtp> {
-        let (rtp_out, rtcp_in) = match keying.profile {
+        let [rtp_out, rtcp_in, rtcp_out_open, rtcp_out_seal] = match keying.profile {
             SrtpProfile::AEAD_AES_128_GCM => contexts::<16>(crypto.srtp_provider, keying)?,
             SrtpProfile::AEAD_AES_256_GCM => contexts::<32>(crypto.srtp_provider, keying)?,
             _ => return None,
@@ -86,6 +93,8 @@ impl FastSrtp {
         Some(FastSrtp {
             rtp_out,
             rtcp_in,
+            rtcp_out_open,
+            rtcp_out_seal,
             rtcp_seen: Vec::new(),
         })
     }
@@ -140,20 +149,9 @@ impl FastSrtp {
                 return Err(OpenError::Replayed);
             }
         }
-        let mut aad = [0u8; 12];
-        aad[..8].copy_from_slice(&datagram[..8]);
-        aad[8..].copy_from_slice(trailer);
-        let sealed = &datagram[8..n - SRTCP_INDEX_LEN];
-        out.extend_from_slice(&datagram[..8]);
-        out.resize(8 + sealed.len() - TAG_LEN, 0);
-        // The IV formula is the same for both key sizes (RFC 7714 §9.1).
-        let iv = AeadAes128Gcm::rtcp_iv(self.rtcp_in.salt, ssrc, index);
-        match self.rtcp_in.open(&iv, &aad, sealed, &mut out[8..]) {
-            Ok(len) => out.truncate(8 + len),
-            Err(_) => {
-                out.clear();
-                return Err(OpenError::Forged);
-            }
+        if self.rtcp_in.open_srtcp(datagram, out).is_none() {
+            out.clear();
+            return Err(OpenError::Forged);
         }
         match seen {
             Some(i) => self.rtcp_seen[i].1 = index,
@@ -166,17 +164,62 @@ impl FastSrtp {
         }
         Ok(())
     }
+
+    /// Adds what the core sealed to the sender reports (RTCP SR, RFC 3550 §6.4.1) in an SRTCP
+    /// datagram str0m sealed for this peer, and seals it again under the same index. `sent`
+    /// gives, for a stream's SSRC, the (packets, payload octets) the core sent on it; str0m
+    /// counted only its own. `plain` is scratch. Returns whether the datagram changed: one
+    /// that does not open, holds no report on such a stream or is not encrypted is left as
+    /// it was.
+    pub(crate) fn add_to_sender_reports(
+        &mut self,
+        datagram: &mut [u8],
+        plain: &mut Vec<u8>,
+        sent: impl Fn(u32) -> Option<(u32, u32)>,
+    ) -> bool {
+        // A compound packet starts with its SR, if it has one; the first header is in clear.
+        if datagram.get(1) != Some(&200) || self.rtcp_out_open.open_srtcp(datagram, plain).is_none()
+        {
+            return false;
+        }
+        let mut changed = false;
+        let mut rest = &mut plain[..];
+        while rest.len() >= 4 && rest[0] >> 6 == 2 {
+            let len = (usize::from(u16::from_be_bytes([rest[2], rest[3]])) + 1) * 4;
+            if len > rest.len() {
+                break;
+            }
+            let (packet, tail) = std::mem::take(&mut rest).split_at_mut(len);
+            // SR: header, sender SSRC, NTP time (8), RTP time, packet count, octet count.
+            if packet[1] == 200 && packet.len() >= 28 {
+                let ssrc = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+                if let Some((packets, octets)) = sent(ssrc) {
+                    for (at, add) in [(20, packets), (24, octets)] {
+                        let f = &mut packet[at..at + 4];
+                        let v = u32::from_be_bytes([f[0], f[1], f[2], f[3]]).wrapping_add(add);
+                        f.copy_from_slice(&v.to_be_bytes());
+                    }
+                    changed = true;
+                }
+            }
+            rest = tail;
+        }
+        changed && self.rtcp_out_seal.seal_srtcp(plain, datagram)
+    }
 }
 
-/// The outgoing RTP and incoming RTCP contexts for `keying`, with `K`-byte master keys. Our
-/// keys are the client's if we were the DTLS client (RFC 5764 §4.2).
-fn contexts<const K: usize>(srtp: &dyn SrtpProvider, keying: &Keying) -> Option<(Aead, Aead)> {
+/// The contexts for `keying`, with `K`-byte master keys: outgoing RTP (sealing), incoming
+/// RTCP (opening), outgoing RTCP (opening, then sealing). Our keys are the client's if we
+/// were the DTLS client (RFC 5764 §4.2).
+fn contexts<const K: usize>(srtp: &dyn SrtpProvider, keying: &Keying) -> Option<[Aead; 4]> {
     let ours = master::<K>(&keying.material, keying.active)?;
     let theirs = master::<K>(&keying.material, !keying.active)?;
-    Some((
+    Some([
         Aead::new(srtp, &ours, LABEL_RTP_KEY, LABEL_RTP_SALT, true)?,
         Aead::new(srtp, &theirs, LABEL_RTCP_KEY, LABEL_RTCP_SALT, false)?,
-    ))
+        Aead::new(srtp, &ours, LABEL_RTCP_KEY, LABEL_RTCP_SALT, false)?,
+        Aead::new(srtp, &ours, LABEL_RTCP_KEY, LABEL_RTCP_SALT, true)?,
+    ])
 }
 
 impl Aead {
@@ -211,6 +254,41 @@ impl Aead {
         })
     }
 
+    /// Opens an SRTCP datagram (RFC 7714 §9: the first 8 bytes and the trailing E flag and
+    /// index authenticated, the rest encrypted) into `out` (cleared first), the first header
+    /// included. `None` if it is too short, not encrypted, or does not verify.
+    fn open_srtcp(&mut self, datagram: &[u8], out: &mut Vec<u8>) -> Option<()> {
+        out.clear();
+        let (aad, iv, sealed) = srtcp_parts(&self.salt, datagram)?;
+        out.extend_from_slice(&datagram[..8]);
+        out.resize(8 + sealed.len() - TAG_LEN, 0);
+        let len = self.open(&iv, &aad, sealed, &mut out[8..]).ok()?;
+        out.truncate(8 + len);
+        Some(())
+    }
+
+    /// Seals the plain compound packet `plain` (first header included) into `datagram`, an
+    /// SRTCP datagram of the same length whose first header and trailer are kept: the same
+    /// index, so the same IV. False, and `datagram` unchanged, if the sizes do not match.
+    fn seal_srtcp(&mut self, plain: &[u8], datagram: &mut [u8]) -> bool {
+        let Some((aad, iv, sealed)) = srtcp_parts(&self.salt, datagram) else {
+            return false;
+        };
+        if plain.len() < 8
+            || plain[..8] != datagram[..8]
+            || sealed.len() != plain.len() - 8 + TAG_LEN
+        {
+            return false;
+        }
+        let mut out = vec![0u8; sealed.len()];
+        if self.seal(&iv, &aad, &plain[8..], &mut out).is_err() {
+            return false;
+        }
+        let n = datagram.len();
+        datagram[8..n - SRTCP_INDEX_LEN].copy_from_slice(&out);
+        true
+    }
+
     /// The RTP IV for extended sequence number `index` (RFC 7714 §8.1; the same formula for
     /// both key sizes).
     fn rtp_iv(&self, ssrc: u32, index: u64) -> [u8; 12] {
@@ -242,6 +320,27 @@ impl Aead {
             Cipher::Aes256(c) => c.decrypt(iv, &[aad], input, output),
         }
     }
+}
+
+/// An encrypted SRTCP datagram's authenticated data (first header, E flag and index), IV, and
+/// sealed part (ciphertext and tag); `None` if too short or not encrypted.
+fn srtcp_parts<'a>(salt: &[u8; 12], datagram: &'a [u8]) -> Option<([u8; 12], [u8; 12], &'a [u8])> {
+    let n = datagram.len();
+    if n < 8 + TAG_LEN + SRTCP_INDEX_LEN {
+        return None;
+    }
+    let trailer = &datagram[n - SRTCP_INDEX_LEN..];
+    let e_and_index = u32::from_be_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+    if e_and_index & 0x8000_0000 == 0 {
+        return None;
+    }
+    let ssrc = u32::from_be_bytes([datagram[4], datagram[5], datagram[6], datagram[7]]);
+    let mut aad = [0u8; 12];
+    aad[..8].copy_from_slice(&datagram[..8]);
+    aad[8..].copy_from_slice(trailer);
+    // The IV formula is the same for both key sizes (RFC 7714 §9.1).
+    let iv = AeadAes128Gcm::rtcp_iv(*salt, ssrc, e_and_index & 0x7fff_ffff);
+    Some((aad, iv, &datagram[8..n - SRTCP_INDEX_LEN]))
 }
 
 /// One side's master key and 96-bit master salt.
@@ -514,5 +613,69 @@ mod tests {
         for_each_nack(&[0x81, 205, 0xff, 0xff, 0, 0], |_, _| {
             panic!("oversized length")
         });
+    }
+
+    /// A sender report (RFC 3550 §6.4.1) for `ssrc` with these counts.
+    fn sr(ssrc: u32, packets: u32, octets: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 200, 0, 6];
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0x30, 0x39]);
+        p.extend_from_slice(&packets.to_be_bytes());
+        p.extend_from_slice(&octets.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn sender_reports_gain_the_cores_counts_and_still_open_under_the_same_index() {
+        let (mut client, mut server) = pair(SrtpProfile::AEAD_AES_128_GCM, 16);
+        let server_keys = Keying {
+            profile: SrtpProfile::AEAD_AES_128_GCM,
+            material: (0..56u8).collect(),
+            active: false,
+        };
+        // What str0m would send: an SR on a stream the core seals (42), one it does not (43),
+        // and a receiver report.
+        let mut plain = sr(42, 5, 500);
+        plain.extend(sr(43, 7, 700));
+        plain.extend([0x80, 201, 0, 1, 0, 0, 0, 42]);
+        let core = |ssrc| match ssrc {
+            42 => Some((100, 10_000)),
+            _ => None,
+        };
+        let mut datagram = seal_rtcp(&server_keys, &plain, 9);
+        let trailer = datagram[datagram.len() - 4..].to_vec();
+        let mut scratch = Vec::new();
+        assert!(server.add_to_sender_reports(&mut datagram, &mut scratch, core));
+        assert_eq!(datagram[datagram.len() - 4..], trailer[..], "same index");
+        let mut want = sr(42, 105, 10_500);
+        want.extend(sr(43, 7, 700));
+        want.extend([0x80, 201, 0, 1, 0, 0, 0, 42]);
+        let mut opened = Vec::new();
+        client.open_rtcp(&datagram, &mut opened).unwrap();
+        assert_eq!(opened, want);
+
+        // Counts wrap as RTCP's 32-bit fields do.
+        let mut datagram = seal_rtcp(&server_keys, &sr(42, u32::MAX - 9, 0), 10);
+        assert!(server.add_to_sender_reports(&mut datagram, &mut scratch, core));
+        client.open_rtcp(&datagram, &mut opened).unwrap();
+        assert_eq!(opened, sr(42, 90, 10_000));
+
+        // Left exactly as they were: a report on no stream of the core's, a forged datagram,
+        // one that starts with a receiver report, one that is not ours, a short one.
+        let only_43 = seal_rtcp(&server_keys, &sr(43, 7, 700), 11);
+        let mut forged = seal_rtcp(&server_keys, &plain, 12);
+        forged[12] ^= 1;
+        let rr_first = seal_rtcp(&server_keys, &[0x80, 201, 0, 1, 0, 0, 0, 42], 13);
+        let client_keys = Keying {
+            profile: SrtpProfile::AEAD_AES_128_GCM,
+            material: (0..56u8).collect(),
+            active: true,
+        };
+        let theirs = seal_rtcp(&client_keys, &plain, 14);
+        for d in [only_43, forged, rr_first, theirs, vec![0x80, 200, 0, 6]] {
+            let mut amended = d.clone();
+            assert!(!server.add_to_sender_reports(&mut amended, &mut scratch, core));
+            assert_eq!(amended, d);
+        }
     }
 }

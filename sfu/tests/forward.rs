@@ -17,6 +17,8 @@ struct Client {
     rtc: Rtc,
     addr: SocketAddr,
     received: Vec<(Mid, u16, Vec<u8>)>,
+    /// What the last sender report on each received track said was sent: (mid, packets, bytes).
+    reported: Vec<(Mid, u64, u64)>,
     keyframe_requests: usize,
     video: Option<Mid>,
     deadline: Instant,
@@ -25,12 +27,16 @@ struct Client {
 impl Client {
     fn new(now: Instant, addr: &str) -> Client {
         let addr: SocketAddr = addr.parse().unwrap();
-        let mut rtc = Rtc::builder().set_rtp_mode(true).build(now);
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_stats_interval(Some(Duration::from_millis(500)))
+            .build(now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         Client {
             rtc,
             addr,
             received: Vec::new(),
+            reported: Vec::new(),
             keyframe_requests: 0,
             video: None,
             deadline: now,
@@ -218,6 +224,12 @@ impl World {
                         .push((mid, p.header.sequence_number, p.payload.to_vec()));
                 }
                 Output::Event(Event::KeyframeRequest(_)) => c.keyframe_requests += 1,
+                Output::Event(Event::MediaIngressStats(s)) => {
+                    if let Some(r) = s.remote {
+                        c.reported.retain(|(m, _, _)| *m != s.mid);
+                        c.reported.push((s.mid, r.packets, r.bytes));
+                    }
+                }
                 Output::Event(_) => {}
             }
         }
@@ -662,6 +674,34 @@ fn the_core_seals_most_copies_and_str0m_still_sends_some_of_each_track() {
             .collect();
         let want: Vec<String> = (1..=200).map(|s| format!("v{s}")).collect();
         assert_eq!(got, want, "every packet, in order, intact");
+    }
+}
+
+#[test]
+fn sender_reports_count_the_copies_the_core_sealed_as_well_as_str0ms() {
+    let mut w = World::broadcast(16, 2);
+    let mut bytes = 0;
+    for seq in 1..=300u64 {
+        let payload = format!("video packet {seq}");
+        bytes += payload.len() as u64;
+        w.send_video(0, seq, payload.as_bytes());
+        w.run(Duration::from_millis(10));
+    }
+    // str0m sent about 1 in 20 of these; its next reports (every second or so) must count
+    // all 300.
+    w.run(Duration::from_millis(2500));
+    let sealed = w.sfu.stats().packets_sealed_by_core;
+    assert!(sealed > 500, "the core sealed {sealed} of 600");
+    for c in &w.clients[1..] {
+        let video = c.video.unwrap();
+        let got = c.received.iter().filter(|(m, _, _)| *m == video).count();
+        assert_eq!(got, 300);
+        let report = c.reported.iter().find(|(m, _, _)| *m == video);
+        assert_eq!(
+            report.map(|r| (r.1, r.2)),
+            Some((300, bytes)),
+            "the last sender report's packet and octet counts"
+        );
     }
 }
 

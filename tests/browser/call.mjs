@@ -73,6 +73,8 @@ function sample(page) {
       iceConnectionState: pc.iceConnectionState,
       framesDecoded: 0,
       videoPacketsReceived: 0,
+      // What the sender reports the page received say was sent to it (RTCP SR).
+      videoPacketsReported: 0,
       audioPacketsReceived: 0,
       framesEncoded: 0,
       candidate: null,
@@ -82,6 +84,8 @@ function sample(page) {
       if (r.type === 'inbound-rtp' && r.kind === 'video') {
         s.framesDecoded += r.framesDecoded || 0;
         s.videoPacketsReceived += r.packetsReceived || 0;
+      } else if (r.type === 'remote-outbound-rtp' && r.kind === 'video') {
+        s.videoPacketsReported += r.packetsSent || 0;
       } else if (r.type === 'inbound-rtp' && r.kind === 'audio') {
         s.audioPacketsReceived += r.packetsReceived || 0;
       } else if (r.type === 'outbound-rtp' && r.kind === 'video') {
@@ -235,6 +239,8 @@ async function main() {
       side,
       framesDecoded: at('framesDecoded'),
       audioPacketsReceived: at('audioPacketsReceived'),
+      videoPacketsReceived: at('videoPacketsReceived'),
+      videoPacketsReported: at('videoPacketsReported'),
       at_ms: at('t'),
       candidate: second[side]?.candidate ?? null,
       status: await status(pages[side]).catch(() => null),
