@@ -28,7 +28,9 @@
 //! For frontdesk it also reads the server's own share of that trip from `/metrics`
 //! (`frontdesk_media_forward_delay_seconds`: the kernel's arrival stamp on the server's socket
 //! to each copy leaving it), so a tail can be told apart: the server's, or the tool's and the
-//! host's. Its quantiles are interpolated within the histogram's buckets.
+//! host's. It is an upper bound (a batch's copies are timed from its earliest arrival to the
+//! end of the send call that carried them), and its quantiles are interpolated within the
+//! histogram's buckets.
 //!
 //! Per run it reports: delivered (forwarded) packets/s and bytes/s measured at the
 //! subscribers, the server's CPU (process, from `/proc/<pid>/stat`) and each core's busy time

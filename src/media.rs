@@ -172,7 +172,9 @@ pub const DELAY_BOUNDS_US: [u64; 14] = [
 
 /// The server's own share of a packet's trip: from the kernel receiving a datagram on a media
 /// socket (its `SO_TIMESTAMPNS` stamp) to the worker handing each datagram that it caused (a
-/// forwarded copy, a NACK answered) back to the kernel, one count per datagram sent. It holds
+/// forwarded copy, a NACK answered) back to the kernel, one count per datagram sent. An upper
+/// bound: each datagram a receive batch caused is timed from the batch's earliest arrival to
+/// the return of the `sendmmsg` that carried it. It holds
 /// the wait for the worker to wake or finish what it was doing, the core's work, and the
 /// sends before it in the same batch (on loopback a send also delivers to the receiving
 /// socket). A load tool's end-to-end figure adds both kernels' paths and its own timing.
