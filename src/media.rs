@@ -1010,7 +1010,7 @@ fn run(
                     let more = lp.sfu.drive_pending(now, slice);
                     out.take_from(&mut lp.sfu);
                     let sent = out.pending.len();
-                    out.flush(&socket, &metrics);
+                    out.flush(&socket, &metrics, &mut lp.sfu);
                     if let Some(at) = arrived {
                         delay.record(wall_now().saturating_sub(at), sent);
                     }
@@ -1032,7 +1032,7 @@ fn run(
             lp.sfu.timeout(now);
         }
         out.take_from(&mut lp.sfu);
-        out.flush(&socket, &metrics);
+        out.flush(&socket, &metrics, &mut lp.sfu);
         while let Some(e) = lp.sfu.poll_event() {
             lp.event(e);
         }
@@ -1061,7 +1061,8 @@ impl Outbox {
 
     /// Sends everything pending. A full socket buffer waits for room (nothing is dropped for
     /// it); a datagram the kernel refuses is counted in `send_errors` and dropped.
-    fn flush(&mut self, socket: &mio::net::UdpSocket, metrics: &MediaMetrics) {
+    /// The buffers of what was sent go back to `sfu` for its next copies.
+    fn flush(&mut self, socket: &mio::net::UdpSocket, metrics: &MediaMetrics, sfu: &mut Sfu) {
         let send = self.send.get_or_insert_with(batch::SendBatch::new);
         while !self.pending.is_empty() {
             let pending = self.pending.make_contiguous();
@@ -1071,7 +1072,9 @@ impl Outbox {
             );
             match r {
                 Ok(n) => {
-                    self.pending.drain(..n.min(self.pending.len()));
+                    for t in self.pending.drain(..n.min(self.pending.len())) {
+                        sfu.recycle(t.contents.into());
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if let Err(e) = batch::wait_writable(socket, Duration::from_millis(100)) {

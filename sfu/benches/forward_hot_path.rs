@@ -11,7 +11,8 @@
 //! while measuring, so no timer-driven output (RTCP, consent checks) mixes into the count.
 //!
 //! Timed per iteration: `Sfu::receive` (SRTP unprotect, demux, rewrite, `write_rtp` to N
-//! streams, SRTP protect N times) and draining `poll_transmit` (dropping the N datagrams).
+//! streams, SRTP protect N times) and draining `poll_transmit` (handing the N datagrams'
+//! buffers back with `Sfu::recycle`, as the server's loop does after sending them).
 //!
 //! The `shards` group runs 1 and 2 such cores (10 subscribers each) on as many threads at once
 //! and reports the aggregate forwarded packets/s:
@@ -257,7 +258,8 @@ impl Bench {
         let mut out = 0;
         while let Some(t) = self.sfu.poll_transmit() {
             out += 1;
-            std::hint::black_box(t);
+            // As the server's loop does once the datagram is sent.
+            self.sfu.recycle(std::hint::black_box(t).contents.into());
         }
         out
     }

@@ -75,6 +75,11 @@ const RESEND_MAX_AGE: Duration = Duration::from_secs(1);
 const MAX_RESENDS: u8 = 2;
 /// ...and not again sooner than this (a receiver repeats a NACK about once a round trip).
 const RESEND_SPACING: Duration = Duration::from_millis(20);
+/// Sent datagrams' buffers kept for reuse ([`Sfu::recycle`]): a fan-out of 50 from a batch of
+/// 32 datagrams in, with room to spare (at most about 2.5 MB).
+pub const MAX_SPARE_BUFFERS: usize = 2048;
+/// Smaller buffers are not kept: a video copy would outgrow them.
+const MIN_SPARE_CAPACITY: usize = 1024;
 /// Sequence numbers read from one RTCP datagram's NACKs at most (a datagram can list
 /// thousands; a receiver missing more than this needs a keyframe, not resends).
 const MAX_NACKED_PER_REPORT: usize = 256;
@@ -164,8 +169,9 @@ struct OutSlot {
     pt_map: Vec<(Pt, Option<Pt>)>,
     /// What the core's own sealing needs to know of the track, learned on first use.
     fast: Option<FastOut>,
-    /// When a packet of this track last went through str0m ([`VIA_STR0M_INTERVAL`]).
-    via_str0m_at: Option<Instant>,
+    /// Until when the core seals this track's copies: [`VIA_STR0M_INTERVAL`] after a packet
+    /// of it last went through str0m (a deadline, so each copy compares rather than subtracts).
+    via_str0m_until: Option<Instant>,
     /// Video the core sealed itself, for NACKs (oldest first).
     sent: VecDeque<Sent>,
     /// RTP packets (resends included) and payload octets the core sent on the track, modulo
@@ -179,21 +185,25 @@ struct OutSlot {
 struct FastOut {
     ssrc: u32,
     mid_id: Option<u8>,
+    /// The MID's bytes, read once: str0m's `Mid` trims its padding on every read.
+    mid: [u8; 16],
+    mid_len: u8,
     audio_level_id: Option<u8>,
     orientation_id: Option<u8>,
 }
 
-/// A sealed packet kept for retransmission.
+/// A packet the core sealed, kept for retransmission: not the sealed bytes but what they were
+/// sealed from, so a resend seals it again. Sealing is deterministic, so the resend is the
+/// same datagram (the same nonce never seals a different header or payload); the payload is
+/// the one all receivers' copies share, so the history costs no copy of it.
 #[derive(Debug)]
 struct Sent {
-    seq: u16,
     at: Instant,
     resends: u8,
     /// When it was last resent (or first sent).
     last_sent: Instant,
-    /// Its payload's length (for the sender reports' octet count).
-    payload_len: u32,
-    datagram: Vec<u8>,
+    copy: Outgoing,
+    info: FastOut,
 }
 
 /// Work queued by [`Sfu::ingest`] for [`Sfu::drive_pending`], in arrival order.
@@ -342,6 +352,9 @@ pub struct Sfu {
     /// Scratch: an RTP header being written; an SRTCP packet opened.
     header: Vec<u8>,
     rtcp: Vec<u8>,
+    /// Buffers of sent datagrams handed back ([`Sfu::recycle`]), for the next copies the core
+    /// seals: a 1.1 KB allocation and free per copy otherwise, past the allocator's fast path.
+    spare: Vec<Vec<u8>>,
     stats: SfuStats,
     /// The latest time the caller told the core.
     last_now: Instant,
@@ -372,6 +385,7 @@ impl Sfu {
             work: VecDeque::new(),
             header: Vec::with_capacity(64),
             rtcp: Vec::new(),
+            spare: Vec::new(),
             stats: SfuStats::default(),
             last_now: now,
             deferred_keyframes: Vec::new(),
@@ -699,6 +713,17 @@ impl Sfu {
         self.transmits.pop_front()
     }
 
+    /// Hands back the buffer of a datagram [`Sfu::poll_transmit`] gave out, once it is sent,
+    /// for the core to seal a later copy into. Optional: a buffer not handed back is freed.
+    /// At most [`MAX_SPARE_BUFFERS`] are kept, and only those of a media datagram's size.
+    pub fn recycle(&mut self, buffer: Vec<u8>) {
+        if self.spare.len() < MAX_SPARE_BUFFERS
+            && (MIN_SPARE_CAPACITY..=MAX_UDP_PAYLOAD + 64).contains(&buffer.capacity())
+        {
+            self.spare.push(buffer);
+        }
+    }
+
     /// The next peer event.
     pub fn poll_event(&mut self) -> Option<SfuEvent> {
         self.events.pop_front()
@@ -837,7 +862,7 @@ impl Sfu {
             let slot = match work {
                 Work::Drive(slot) => slot,
                 Work::Seal(copy) => {
-                    self.seal(now, &copy);
+                    self.seal(now, copy);
                     return true;
                 }
             };
@@ -1142,9 +1167,7 @@ impl Sfu {
                 if out.fast.is_none() {
                     out.fast = fast_out(&mut dst.rtc, out_mid, kind);
                 }
-                let recent = out
-                    .via_str0m_at
-                    .is_some_and(|at| now.saturating_duration_since(at) < VIA_STR0M_INTERVAL);
+                let recent = out.via_str0m_until.is_some_and(|until| now < until);
                 if recent && out.fast.is_some() {
                     let ev = &pkt.header.ext_vals;
                     self.work.push_back(Work::Seal(Outgoing {
@@ -1161,7 +1184,7 @@ impl Sfu {
                     }));
                     continue;
                 }
-                out.via_str0m_at = Some(now);
+                out.via_str0m_until = now.checked_add(VIA_STR0M_INTERVAL);
             }
             let mut api = dst.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
@@ -1194,7 +1217,7 @@ impl Sfu {
 
 impl Sfu {
     /// Seals one forwarded packet for its receiver and queues it, keeping video for NACKs.
-    fn seal(&mut self, now: Instant, c: &Outgoing) {
+    fn seal(&mut self, now: Instant, c: Outgoing) {
         let Some(p) = self.peers.get_mut(c.slot).and_then(|p| p.as_mut()) else {
             return;
         };
@@ -1210,36 +1233,29 @@ impl Sfu {
         let Some(info) = out.fast else {
             return;
         };
-        write_header(&mut self.header, c, &info);
-        let mut datagram = Vec::new();
-        fast.seal_rtp(&self.header, &c.payload, info.ssrc, c.seq, &mut datagram);
+        let datagram = seal_copy(fast, &mut self.header, &mut self.spare, &c, &info);
         if datagram.is_empty() {
             return;
         }
+        let len = c.payload.len();
         if out.kind == MediaKind::Video {
-            // The history's oldest buffer, when it is due to go, holds the new copy.
-            let mut spare = None;
             while let Some(front) = out.sent.front() {
                 let full = out.sent.len() >= RESEND_HISTORY;
                 if !full && now.saturating_duration_since(front.at) <= RESEND_MAX_AGE {
                     break;
                 }
-                spare = out.sent.pop_front().map(|s| s.datagram);
+                out.sent.pop_front();
             }
-            let mut kept = spare.unwrap_or_default();
-            kept.clear();
-            kept.extend_from_slice(&datagram);
             out.sent.push_back(Sent {
-                seq: c.seq as u16,
                 at: now,
                 resends: 0,
                 last_sent: now,
-                payload_len: c.payload.len() as u32,
-                datagram: kept,
+                copy: c,
+                info,
             });
         }
         out.core_sent.0 = out.core_sent.0.wrapping_add(1);
-        out.core_sent.1 = out.core_sent.1.wrapping_add(c.payload.len() as u32);
+        out.core_sent.1 = out.core_sent.1.wrapping_add(len as u32);
         self.transmits.push_back(Transmit {
             proto,
             source,
@@ -1248,7 +1264,7 @@ impl Sfu {
         });
         self.stats.packets_sealed_by_core += 1;
         self.stats.packets_forwarded += 1;
-        self.stats.bytes_forwarded += c.payload.len() as u64;
+        self.stats.bytes_forwarded += len as u64;
     }
 
     /// Reads an SRTCP datagram from a peer the core seals for, and answers the NACKs in it
@@ -1264,6 +1280,8 @@ impl Sfu {
             return;
         }
         let transmits = &mut self.transmits;
+        let header = &mut self.header;
+        let spare = &mut self.spare;
         let (mut asked, mut resent) = (0usize, 0u64);
         srtp::for_each_nack(&self.rtcp, |ssrc, seq| {
             asked += 1;
@@ -1277,7 +1295,7 @@ impl Sfu {
             else {
                 return;
             };
-            let Some(sent) = out.sent.iter_mut().rev().find(|s| s.seq == seq) else {
+            let Some(sent) = out.sent.iter_mut().rev().find(|s| s.copy.seq as u16 == seq) else {
                 return;
             };
             if sent.resends >= MAX_RESENDS
@@ -1286,16 +1304,20 @@ impl Sfu {
             {
                 return;
             }
+            let datagram = seal_copy(fast, header, spare, &sent.copy, &sent.info);
+            if datagram.is_empty() {
+                return;
+            }
             sent.resends += 1;
             sent.last_sent = now;
             resent += 1;
             out.core_sent.0 = out.core_sent.0.wrapping_add(1);
-            out.core_sent.1 = out.core_sent.1.wrapping_add(sent.payload_len);
+            out.core_sent.1 = out.core_sent.1.wrapping_add(sent.copy.payload.len() as u32);
             transmits.push_back(Transmit {
                 proto,
                 source,
                 destination,
-                contents: sent.datagram.clone().into(),
+                contents: datagram.into(),
             });
         });
         self.stats.packets_resent += resent;
@@ -1306,6 +1328,21 @@ impl Sfu {
 /// byte of 192–223, where RTCP's packet types 200–206 fall.
 fn is_rtcp(d: &[u8]) -> bool {
     d.len() >= 8 && (128..=191).contains(&d[0]) && (192..=223).contains(&d[1])
+}
+
+/// Seals one copy for its receiver: the RTP header (into `header`, scratch) and the payload
+/// under the receiver's keys, into a spare buffer if there is one. Empty if sealing failed.
+fn seal_copy(
+    fast: &mut srtp::FastSrtp,
+    header: &mut Vec<u8>,
+    spare: &mut Vec<Vec<u8>>,
+    c: &Outgoing,
+    info: &FastOut,
+) -> Vec<u8> {
+    write_header(header, c, info);
+    let mut datagram = spare.pop().unwrap_or_default();
+    fast.seal_rtp(header, &c.payload, info.ssrc, c.seq, &mut datagram);
+    datagram
 }
 
 /// Writes the RTP header of a copy the core seals: fixed header, then the one-byte-form
@@ -1321,7 +1358,7 @@ fn write_header(h: &mut Vec<u8>, c: &Outgoing, info: &FastOut) {
     let ext = h.len();
     h.extend_from_slice(&[0xbe, 0xde, 0, 0]);
     if let Some(id) = info.mid_id {
-        let mid = c.mid.as_bytes();
+        let mid = &info.mid[..usize::from(info.mid_len)];
         h.push(id << 4 | (mid.len() - 1) as u8);
         h.extend_from_slice(mid);
     }
@@ -1354,9 +1391,14 @@ fn fast_out(rtc: &mut Rtc, mid: Mid, kind: MediaKind) -> Option<FastOut> {
     };
     let exts = rtc.media(mid)?.remote_extmap();
     let id = |e: Extension| exts.id_of(e).filter(|id| (1..=14).contains(id));
+    let mut bytes = [0u8; 16];
+    let len = mid.len().min(16);
+    bytes[..len].copy_from_slice(&mid.as_bytes()[..len]);
     Some(FastOut {
         ssrc,
         mid_id: id(Extension::RtpMid).filter(|_| (1..=16).contains(&mid.len())),
+        mid: bytes,
+        mid_len: len as u8,
         audio_level_id: id(Extension::AudioLevel).filter(|_| kind == MediaKind::Audio),
         orientation_id: id(Extension::VideoOrientation).filter(|_| kind == MediaKind::Video),
     })
@@ -1366,7 +1408,7 @@ impl Peer {
     /// Sends the next packet of each of its tracks through str0m ([`VIA_STR0M_INTERVAL`]).
     fn via_str0m_next(&mut self) {
         for out in &mut self.outs {
-            out.via_str0m_at = None;
+            out.via_str0m_until = None;
         }
     }
 
@@ -1388,7 +1430,7 @@ impl Peer {
                 rewrite: SeqRewrite::default(),
                 pt_map: Vec::new(),
                 fast: None,
-                via_str0m_at: None,
+                via_str0m_until: None,
                 sent: VecDeque::new(),
                 core_sent: (0, 0),
             }),
@@ -1462,6 +1504,18 @@ fn has_usable_media(answer: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recycled_buffers_are_kept_only_at_a_datagrams_size_and_up_to_the_cap() {
+        let mut sfu = Sfu::new(Instant::now(), SfuConfig { candidates: vec![] });
+        sfu.recycle(Vec::with_capacity(64));
+        sfu.recycle(Vec::with_capacity(1 << 20));
+        assert!(sfu.spare.is_empty(), "too small or too large: freed");
+        for _ in 0..MAX_SPARE_BUFFERS + 10 {
+            sfu.recycle(Vec::with_capacity(MAX_UDP_PAYLOAD));
+        }
+        assert_eq!(sfu.spare.len(), MAX_SPARE_BUFFERS);
+    }
 
     fn feed(r: &mut SeqRewrite, ssrc: u32, seqs: &[u64]) -> Vec<Option<u64>> {
         seqs.iter()

@@ -72,6 +72,9 @@ struct World {
     to_sfu: Vec<(SocketAddr, Vec<u8>)>,
     /// Drop the next this many SRTP (not SRTCP) datagrams to this client index (loss).
     lose_rtp_to: Option<(usize, usize)>,
+    /// The SRTP datagrams dropped by `lose_rtp_to`, and those delivered to that client after.
+    lost: Vec<Vec<u8>>,
+    delivered_after_loss: Vec<Vec<u8>>,
 }
 
 impl World {
@@ -91,6 +94,8 @@ impl World {
             batched: false,
             to_sfu: Vec::new(),
             lose_rtp_to: None,
+            lost: Vec::new(),
+            delivered_after_loss: Vec::new(),
         }
     }
 
@@ -175,8 +180,12 @@ impl World {
             if let Some((to, n)) = self.lose_rtp_to {
                 if to == i && n > 0 && rtp {
                     self.lose_rtp_to = (n > 1).then_some((to, n - 1));
+                    self.lost.push(t.contents.to_vec());
                     continue;
                 }
+            }
+            if !self.lost.is_empty() && rtp {
+                self.delivered_after_loss.push(t.contents.to_vec());
             }
             let c = &mut self.clients[i];
             let input = Input::Receive(
@@ -735,4 +744,13 @@ fn a_lost_copy_the_core_sealed_is_resent_on_the_receivers_nack() {
     got.dedup();
     let want: Vec<String> = (1..=40).map(|s| format!("v{s}")).collect();
     assert_eq!(got, want, "the lost copies arrive after all");
+    // A resend is sealed again from what the core kept: the very datagram that was lost (one
+    // nonce never seals two different packets).
+    assert_eq!(w.lost.len(), 2);
+    for lost in &w.lost {
+        assert!(
+            w.delivered_after_loss.contains(lost),
+            "a resend differs from the lost datagram"
+        );
+    }
 }
