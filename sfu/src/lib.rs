@@ -32,12 +32,6 @@ pub mod turn;
 pub use str0m::net::{Protocol, Transmit};
 
 use std::collections::{HashMap, VecDeque};
-
-/// The core's maps, looked up for every packet in (the sender's address, its room): foldhash
-/// rather than SipHash saves about 500 of the 19,400 instructions of a 1:1 packet (callgrind,
-/// forward_hot_path). Still seeded at random per process, so keys a peer picks (its address)
-/// cannot be aimed at one bucket from outside.
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +43,12 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::Receive;
 use str0m::rtp::{Extension, ExtensionMap, RtpPacket, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+
+/// The core's maps, looked up for every packet in (the sender's address, its room): foldhash
+/// rather than SipHash saves about 500 of the 19,400 instructions of a 1:1 packet (callgrind,
+/// forward_hot_path). Still seeded at random per process, so keys a peer picks (its address)
+/// cannot be aimed at one bucket from outside.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Largest UDP payload the SFU accepts or sends; larger datagrams are dropped at the edge.
 pub const MAX_UDP_PAYLOAD: usize = 1500;
