@@ -900,6 +900,9 @@ const DRIVE_SLICE: usize = 8;
 /// many wake-ups as datagrams at 1×10 (docs/benchmarks.md).
 const TIMER_SLACK: Duration = Duration::from_millis(5);
 
+/// Peers whose timers run between two looks at the socket (`Sfu::timeout_some`).
+const TIMER_SLICE: usize = 8;
+
 /// The poll token of a worker's socket.
 const SOCKET: mio::Token = mio::Token(0);
 /// The poll token of a worker's command waker.
@@ -1029,7 +1032,9 @@ fn run(
         // A datagram or command already drove the peers it touched; the rest wait for their
         // deadline.
         if now >= deadline {
-            lp.sfu.timeout(now);
+            // A slice; the rest are due at once, so the next turn polls without waiting and
+            // serves datagrams that came meanwhile before the next slice.
+            lp.sfu.timeout_some(now, TIMER_SLICE);
         }
         out.take_from(&mut lp.sfu);
         out.flush(&socket, &metrics, &mut lp.sfu);

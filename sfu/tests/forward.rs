@@ -754,3 +754,28 @@ fn a_lost_copy_the_core_sealed_is_resent_on_the_receivers_nack() {
         );
     }
 }
+
+#[test]
+fn timers_run_a_slice_of_peers_at_a_time_until_none_is_due() {
+    let mut w = World::broadcast(18, 10);
+    let later = w.now + Duration::from_millis(1500);
+    assert!(w.sfu.next_deadline().unwrap() <= later);
+    // One peer per call: each call but the last says more are due, and when one says none
+    // is, none is.
+    let mut slices = 0;
+    while w.sfu.timeout_some(later, 1) {
+        slices += 1;
+        assert!(slices <= 11, "a slice drove no peer");
+    }
+    assert!(
+        slices >= 1,
+        "several of the 11 peers were due, so one peer was not all"
+    );
+    assert!(
+        w.sfu.next_deadline().unwrap() > later,
+        "a due peer was left"
+    );
+    // And the whole round at once reports nothing left.
+    let much_later = later + Duration::from_millis(1500);
+    assert!(!w.sfu.timeout_some(much_later, usize::MAX));
+}
