@@ -132,17 +132,7 @@ impl FastSrtp {
         out: &mut Vec<u8>,
     ) -> Result<(), OpenError> {
         out.clear();
-        let n = datagram.len();
-        if n < 8 + TAG_LEN + SRTCP_INDEX_LEN {
-            return Err(OpenError::Malformed);
-        }
-        let trailer = &datagram[n - SRTCP_INDEX_LEN..];
-        let e_and_index = u32::from_be_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
-        if e_and_index & 0x8000_0000 == 0 {
-            return Err(OpenError::Malformed);
-        }
-        let index = e_and_index & 0x7fff_ffff;
-        let ssrc = u32::from_be_bytes([datagram[4], datagram[5], datagram[6], datagram[7]]);
+        let (ssrc, index) = srtcp_header(datagram).ok_or(OpenError::Malformed)?;
         let seen = self.rtcp_seen.iter().position(|(s, _)| *s == ssrc);
         if let Some(i) = seen {
             if index <= self.rtcp_seen[i].1 {
@@ -322,24 +312,32 @@ impl Aead {
     }
 }
 
-/// An encrypted SRTCP datagram's authenticated data (first header, E flag and index), IV, and
-/// sealed part (ciphertext and tag); `None` if too short or not encrypted.
-fn srtcp_parts<'a>(salt: &[u8; 12], datagram: &'a [u8]) -> Option<([u8; 12], [u8; 12], &'a [u8])> {
+/// An encrypted SRTCP datagram's sender SSRC and SRTCP index; `None` if it is shorter than
+/// header, tag and index, or not encrypted (the E flag clear).
+fn srtcp_header(datagram: &[u8]) -> Option<(u32, u32)> {
     let n = datagram.len();
     if n < 8 + TAG_LEN + SRTCP_INDEX_LEN {
         return None;
     }
-    let trailer = &datagram[n - SRTCP_INDEX_LEN..];
-    let e_and_index = u32::from_be_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+    let t = &datagram[n - SRTCP_INDEX_LEN..];
+    let e_and_index = u32::from_be_bytes([t[0], t[1], t[2], t[3]]);
     if e_and_index & 0x8000_0000 == 0 {
         return None;
     }
     let ssrc = u32::from_be_bytes([datagram[4], datagram[5], datagram[6], datagram[7]]);
+    Some((ssrc, e_and_index & 0x7fff_ffff))
+}
+
+/// An encrypted SRTCP datagram's authenticated data (first header, E flag and index), IV, and
+/// sealed part (ciphertext and tag); `None` as for [`srtcp_header`].
+fn srtcp_parts<'a>(salt: &[u8; 12], datagram: &'a [u8]) -> Option<([u8; 12], [u8; 12], &'a [u8])> {
+    let (ssrc, index) = srtcp_header(datagram)?;
+    let n = datagram.len();
     let mut aad = [0u8; 12];
     aad[..8].copy_from_slice(&datagram[..8]);
-    aad[8..].copy_from_slice(trailer);
+    aad[8..].copy_from_slice(&datagram[n - SRTCP_INDEX_LEN..]);
     // The IV formula is the same for both key sizes (RFC 7714 §9.1).
-    let iv = AeadAes128Gcm::rtcp_iv(*salt, ssrc, e_and_index & 0x7fff_ffff);
+    let iv = AeadAes128Gcm::rtcp_iv(*salt, ssrc, index);
     Some((aad, iv, &datagram[8..n - SRTCP_INDEX_LEN]))
 }
 

@@ -122,8 +122,9 @@ impl RecvBatch {
             });
         }
         // SAFETY: `hdrs` holds BATCH valid headers whose name, iovec and control pointers
-        // point into `addrs`, `iovecs`, `control` and `bufs`, which live (unmoved) for the duration of the call and
-        // are large enough for what the headers say; the fd is the socket's, open while borrowed.
+        // point into `addrs`, `iovecs`, `control` and `bufs`, which live (unmoved) for the
+        // duration of the call and are large enough for what the headers say; the fd is the
+        // socket's, open while borrowed.
         let r = unsafe {
             libc::recvmmsg(
                 socket.as_raw_fd(),
@@ -186,18 +187,7 @@ fn rx_stamp(h: &libc::msghdr) -> Option<Duration> {
 #[cfg(target_os = "linux")]
 pub fn enable_timestamps(socket: &std::net::UdpSocket) -> bool {
     use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: a valid descriptor and a pointer to a c_int of the size given.
-    let r = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    r == 0
+    set_int(socket.as_raw_fd(), libc::SO_TIMESTAMPNS, 1)
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -347,15 +337,9 @@ pub fn set_buffers(socket: &std::net::UdpSocket, bytes: usize) -> (usize, usize)
     let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     let mut got = [0usize; 2];
     for (i, opt) in [libc::SO_RCVBUF, libc::SO_SNDBUF].into_iter().enumerate() {
-        // SAFETY: a valid descriptor; pointers to c_ints of the sizes given.
+        set_int(fd, opt, want);
+        // SAFETY: a valid descriptor; pointers to a c_int and its length.
         unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&want as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
             let mut v: libc::c_int = 0;
             let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
             if libc::getsockopt(
@@ -371,6 +355,21 @@ pub fn set_buffers(socket: &std::net::UdpSocket, bytes: usize) -> (usize, usize)
         }
     }
     (got[0], got[1])
+}
+
+/// Sets one integer `SOL_SOCKET` option on `fd`; false if the kernel refuses it.
+#[cfg(unix)]
+fn set_int(fd: std::os::fd::RawFd, opt: libc::c_int, value: libc::c_int) -> bool {
+    // SAFETY: the caller's open descriptor and a pointer to a c_int of the size given.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
 }
 
 #[cfg(not(unix))]
