@@ -339,6 +339,8 @@ struct Outcome {
     /// its socket to the copies leaving it.
     own_p50_us: Option<f64>,
     own_p99_us: Option<f64>,
+    /// Of the copies forwarded, the share sent as segments of UDP GSO sends (frontdesk only).
+    coalesced_share: Option<f64>,
     connect_s: f64,
 }
 
@@ -415,6 +417,12 @@ impl Outcome {
                 "  the server's own share (its socket's arrival stamp to each copy sent, from /metrics): p50 {p50:.0} µs, p99 {p99:.0} µs"
             );
         }
+        if let Some(share) = self.coalesced_share {
+            println!(
+                "  copies sent in UDP GSO runs (several to one receiver in one send): {:.1} %",
+                share * 100.0
+            );
+        }
         println!(
             "  keyframe after join: {} of {} subscribers (p99 wait {:.0} ms); keyframes sent in the window: {}",
             self.keyframes.0, self.keyframes.1, self.keyframe_wait_p99_ms, self.keyframes_sent
@@ -462,9 +470,9 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     tokio::time::sleep(Duration::from_secs(a.warmup)).await;
 
     let stamp = |t: Instant| t.saturating_duration_since(epoch).as_nanos() as u64;
-    let delay0 = match &server {
-        Server::Frontdesk(f) => f.forward_delay().await,
-        Server::Janus(_) => Vec::new(),
+    let metrics0 = match &server {
+        Server::Frontdesk(f) => f.metrics().await,
+        Server::Janus(_) => Default::default(),
     };
     let t0 = Instant::now();
     let (cpu0, cores0, tool0) = (cpu_ticks(pid), cpu_times(), cpu_ticks(std::process::id()));
@@ -473,11 +481,14 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     tokio::time::sleep(window).await;
     let (cpu1, cores1, tool1) = (cpu_ticks(pid), cpu_times(), cpu_ticks(std::process::id()));
     let rss_after = rss_kib(pid);
-    let delay1 = match &server {
-        Server::Frontdesk(f) => f.forward_delay().await,
-        Server::Janus(_) => Vec::new(),
+    let metrics1 = match &server {
+        Server::Frontdesk(f) => f.metrics().await,
+        Server::Janus(_) => Default::default(),
     };
-    let own = bucket_delta(&delay0, &delay1);
+    let own = bucket_delta(&metrics0.forward_delay, &metrics1.forward_delay);
+    let forwarded = metrics1.forwarded.saturating_sub(metrics0.forwarded);
+    let coalesced_share = (forwarded > 0)
+        .then(|| metrics1.coalesced.saturating_sub(metrics0.coalesced) as f64 / forwarded as f64);
     // What was sent in the window may still be on its way.
     tokio::time::sleep(Duration::from_millis(500)).await;
     totals.borrow_mut().stop = true;
@@ -532,6 +543,7 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
         spread_p99_us: peer::quantile(&t.spread_us, 0.99),
         own_p50_us: bucket_quantile(&own, 0.5),
         own_p99_us: bucket_quantile(&own, 0.99),
+        coalesced_share,
         max_us,
         rss_per_subscriber_kib: rss_after.saturating_sub(rss_before) as f64 / n_subs.max(1) as f64,
         keyframes: (t.keyframe_ok, n_subs),

@@ -442,6 +442,12 @@ async fn metrics(State(s): State<AppState>) -> Response {
             load(&m.send_errors),
         ),
         (
+            "frontdesk_media_datagrams_coalesced_total",
+            "counter",
+            "Datagrams sent as segments of UDP GSO sends (a run to one receiver sent as one).",
+            load(&m.datagrams_coalesced),
+        ),
+        (
             "frontdesk_cobrowse_sessions",
             "gauge",
             "Calls with a co-browse relay.",

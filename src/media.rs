@@ -160,6 +160,8 @@ pub struct MediaMetrics {
     pub packets_resent: AtomicU64,
     /// Datagrams the socket refused to send (a real error, not a full buffer); dropped.
     pub send_errors: AtomicU64,
+    /// Datagrams sent as segments of UDP GSO sends (runs to one destination sent as one).
+    pub datagrams_coalesced: AtomicU64,
     /// How long what a received datagram caused waited in the server (see [`ForwardDelay`]).
     pub forward_delay: ForwardDelay,
 }
@@ -339,7 +341,13 @@ impl MediaHandle {
             std::thread::Builder::new()
                 .name(format!("frontdesk-media-{k}"))
                 .spawn(move || run(sfu, max_watchers, socket, poll, rx, loop_metrics))?;
-            tracing::info!(worker = k, %local_addr, ?candidates, "media (SFU) listening on UDP");
+            tracing::info!(
+                worker = k,
+                %local_addr,
+                ?candidates,
+                gso = batch::gso_supported(),
+                "media (SFU) listening on UDP"
+            );
             if k == 0 {
                 first_candidates = candidates;
             }
@@ -1071,12 +1079,15 @@ impl Outbox {
         let send = self.send.get_or_insert_with(batch::SendBatch::new);
         while !self.pending.is_empty() {
             let pending = self.pending.make_contiguous();
-            let r = send.send(
-                socket,
-                pending.iter().map(|t| (t.destination, &t.contents[..])),
-            );
+            let r = send.send(socket, pending, |t| (t.destination, &t.contents[..]));
             match r {
                 Ok(n) => {
+                    let joined = send.take_coalesced();
+                    if joined > 0 {
+                        metrics
+                            .datagrams_coalesced
+                            .fetch_add(joined, Ordering::Relaxed);
+                    }
                     for t in self.pending.drain(..n.min(self.pending.len())) {
                         sfu.recycle(t.contents.into());
                     }

@@ -81,28 +81,38 @@ impl Frontdesk {
         }
     }
 
-    /// The server's forwarding-delay histogram from `/metrics`
-    /// (`frontdesk_media_forward_delay_seconds`): (upper bound in µs, cumulative count), the
-    /// last bound infinite.
-    pub async fn forward_delay(&self) -> Vec<(f64, u64)> {
+    /// What the load tool reads from the server's `/metrics`.
+    pub async fn metrics(&self) -> Metrics {
         let body = reqwest::get(format!("http://{}/metrics", self.base))
             .await
             .expect("metrics answer")
             .text()
             .await
             .expect("metrics text");
-        body.lines()
-            .filter_map(|l| l.strip_prefix("frontdesk_media_forward_delay_seconds_bucket{le=\""))
-            .filter_map(|l| {
-                let (le, n) = l.split_once("\"} ")?;
-                let le = if le == "+Inf" {
-                    f64::INFINITY
-                } else {
-                    le.parse::<f64>().ok()? * 1e6
-                };
-                Some((le, n.trim().parse().ok()?))
-            })
-            .collect()
+        let counter = |name: &str| {
+            body.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Metrics {
+            forward_delay: body
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("frontdesk_media_forward_delay_seconds_bucket{le=\"")
+                })
+                .filter_map(|l| {
+                    let (le, n) = l.split_once("\"} ")?;
+                    let le = if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse::<f64>().ok()? * 1e6
+                    };
+                    Some((le, n.trim().parse().ok()?))
+                })
+                .collect(),
+            coalesced: counter("frontdesk_media_datagrams_coalesced_total"),
+            forwarded: counter("frontdesk_media_packets_forwarded_total"),
+        }
     }
 
     /// Makes the agents the calls need (one per call) through the admin API.
@@ -301,4 +311,16 @@ impl Sig {
             }
         }
     }
+}
+
+/// Readings from frontdesk's `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    /// The forwarding-delay histogram (`frontdesk_media_forward_delay_seconds`): (upper bound
+    /// in µs, cumulative count), the last bound infinite.
+    pub forward_delay: Vec<(f64, u64)>,
+    /// Datagrams sent as segments of UDP GSO sends.
+    pub coalesced: u64,
+    /// Packets forwarded.
+    pub forwarded: u64,
 }

@@ -212,7 +212,7 @@ struct Sent {
     info: FastOut,
 }
 
-/// Work queued by [`Sfu::ingest`] for [`Sfu::drive_pending`], in arrival order.
+/// Work queued by [`Sfu::ingest`] for [`Sfu::drive_pending`], receiver by receiver (each one's in arrival order).
 #[derive(Debug)]
 enum Work {
     /// Tell the peer the time and poll it (str0m has input for it).
@@ -619,23 +619,48 @@ impl Sfu {
             };
             self.take(now, source, Input::Receive(now, receive), datagram);
         }
+        // Receiver by receiver, each one's in arrival order: the copies of several packets
+        // for one receiver then leave one after the other, which the UDP loop sends as one
+        // (GSO) instead of one send per copy.
+        let work = self.work.make_contiguous();
+        if !work.is_sorted_by_key(Work::slot) {
+            work.sort_by_key(Work::slot);
+        }
     }
 
-    /// How many peers wait to be driven by [`Sfu::drive_pending`] (the fan-out of what
+    /// How many receivers wait to be driven by [`Sfu::drive_pending`] (the fan-out of what
     /// [`Sfu::ingest`] queued).
     pub fn pending(&self) -> usize {
-        self.work.len()
+        let mut slots = self.work.iter().map(Work::slot);
+        let first = slots.next();
+        slots
+            .scan(first, |last, s| {
+                let new = *last != Some(s);
+                *last = Some(s);
+                Some(new)
+            })
+            .filter(|&new| new)
+            .count()
+            + usize::from(first.is_some())
     }
 
-    /// Drives up to `max` of the peers given input since they were last polled (see
-    /// [`Sfu::ingest`]); true while more wait.
+    /// Drives up to `max` of the receivers given input since they were last polled (see
+    /// [`Sfu::ingest`]): seals or polls out everything queued for each; true while more wait.
     pub fn drive_pending(&mut self, now: Instant, max: usize) -> bool {
-        for _ in 0..max {
+        let (mut last, mut driven) = (None, 0);
+        while let Some(next) = self.work.front().map(Work::slot) {
+            if last != Some(next) {
+                if driven == max {
+                    return true;
+                }
+                driven += 1;
+                last = Some(next);
+            }
             if !self.work_one(now) {
-                return false;
+                break;
             }
         }
-        !self.work.is_empty()
+        false
     }
 
     /// One datagram into the peer that accepts it, and that peer polled; the peers it

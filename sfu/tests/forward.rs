@@ -263,6 +263,34 @@ impl World {
         );
     }
 
+    /// Hands what client `i` sends now to the SFU as one batch, without driving the
+    /// receivers (`Sfu::ingest`).
+    fn ingest_from(&mut self, i: usize) {
+        let now = self.now;
+        let mut batch = Vec::new();
+        self.clients[i]
+            .rtc
+            .handle_input(Input::Timeout(now))
+            .unwrap();
+        self.poll_client(i, &mut batch);
+        assert!(!batch.is_empty());
+        self.sfu.ingest(
+            now,
+            Protocol::Udp,
+            SFU_ADDR.parse().unwrap(),
+            batch.iter().map(|(a, d)| (*a, &d[..])),
+        );
+    }
+
+    /// The payloads client `i` received, in order, as text.
+    fn payloads(&self, i: usize) -> Vec<String> {
+        self.clients[i]
+            .received
+            .iter()
+            .map(|(_, _, p)| String::from_utf8_lossy(p).into_owned())
+            .collect()
+    }
+
     fn connected(&self, peer: u64) -> bool {
         self.events.contains(&SfuEvent::Connected(PeerId(peer)))
     }
@@ -612,17 +640,7 @@ fn ingested_packets_go_out_a_slice_of_receivers_at_a_time() {
     // One packet from the publisher, handed in without driving its receivers.
     w.send_video(0, 1, b"sliced");
     let now = w.now;
-    let sfu_addr: SocketAddr = SFU_ADDR.parse().unwrap();
-    let mut from_publisher = Vec::new();
-    w.clients[0].rtc.handle_input(Input::Timeout(now)).unwrap();
-    w.poll_client(0, &mut from_publisher);
-    assert!(!from_publisher.is_empty());
-    w.sfu.ingest(
-        now,
-        Protocol::Udp,
-        sfu_addr,
-        from_publisher.iter().map(|(a, d)| (*a, &d[..])),
-    );
+    w.ingest_from(0);
     // Nothing reaches a receiver until it is driven; two at a time, five receivers take at
     // least three slices, each sending to no more receivers than it drove.
     let publisher = w.clients[0].addr;
@@ -660,6 +678,79 @@ fn ingested_packets_go_out_a_slice_of_receivers_at_a_time() {
 }
 
 #[test]
+fn a_batchs_copies_go_out_receiver_by_receiver_each_in_arrival_order() {
+    let mut w = World::broadcast(15, 4);
+    // Past the first packets of the track, which str0m sends.
+    for seq in 1..=5u64 {
+        w.send_video(0, seq, format!("w{seq}").as_bytes());
+        w.run(Duration::from_millis(10));
+    }
+    // Three packets from the publisher, handed in as one batch.
+    for seq in 6..=8u64 {
+        w.send_video(0, seq, format!("b{seq}").as_bytes());
+    }
+    let now = w.now;
+    w.ingest_from(0);
+    assert_eq!(w.sfu.pending(), 4, "receivers waiting");
+    let publisher = w.clients[0].addr;
+    let mut order = Vec::new();
+    let mut sent = Vec::new();
+    loop {
+        let more = w.sfu.drive_pending(now, 2);
+        let mut slice = std::collections::HashSet::new();
+        while let Some(t) = w.sfu.poll_transmit() {
+            let rtp = matches!(t.contents.first(), Some(128..=191))
+                && !matches!(t.contents.get(1), Some(192..=223));
+            if t.destination != publisher && rtp {
+                order.push(t.destination);
+                slice.insert(t.destination);
+            }
+            sent.push(t);
+        }
+        assert!(
+            slice.len() <= 2,
+            "a slice sent to {} receivers",
+            slice.len()
+        );
+        if !more {
+            break;
+        }
+    }
+    // Each receiver's three copies one after the other, four receivers.
+    let runs: Vec<(SocketAddr, usize)> = order
+        .chunk_by(|a, b| a == b)
+        .map(|r| (r[0], r.len()))
+        .collect();
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    assert!(runs.iter().all(|&(_, n)| n == 3), "{runs:?}");
+    // And in the order they came: every receiver gets them intact, in sequence.
+    for t in sent {
+        let Some(i) = w.clients.iter().position(|c| c.addr == t.destination) else {
+            continue;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source: t.source,
+                destination: t.destination,
+                contents: (&t.contents[..]).try_into().unwrap(),
+            },
+        );
+        w.clients[i].rtc.handle_input(input).unwrap();
+        let mut replies = Vec::new();
+        w.poll_client(i, &mut replies);
+    }
+    let want: Vec<String> = (1..=5)
+        .map(|s| format!("w{s}"))
+        .chain((6..=8).map(|s| format!("b{s}")))
+        .collect();
+    for i in 1..w.clients.len() {
+        assert_eq!(w.payloads(i), want);
+    }
+}
+
+#[test]
 fn the_core_seals_most_copies_and_str0m_still_sends_some_of_each_track() {
     let mut w = World::broadcast(14, 2);
     let before = w.sfu.stats();
@@ -675,14 +766,9 @@ fn the_core_seals_most_copies_and_str0m_still_sends_some_of_each_track() {
         (380..400).contains(&sealed),
         "sealed by the core: {sealed} of {forwarded}"
     );
-    for c in &w.clients[1..] {
-        let got: Vec<String> = c
-            .received
-            .iter()
-            .map(|(_, _, p)| String::from_utf8_lossy(p).into_owned())
-            .collect();
-        let want: Vec<String> = (1..=200).map(|s| format!("v{s}")).collect();
-        assert_eq!(got, want, "every packet, in order, intact");
+    let want: Vec<String> = (1..=200).map(|s| format!("v{s}")).collect();
+    for i in 1..w.clients.len() {
+        assert_eq!(w.payloads(i), want, "every packet, in order, intact");
     }
 }
 

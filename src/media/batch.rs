@@ -4,11 +4,8 @@
 //! after its `epoll_wait` (mio) says the socket is readable, and [`wait_writable`] when the
 //! send buffer is full.
 //!
-//! UDP GSO (`UDP_SEGMENT`) is not used: it sends several equal-sized segments to *one*
-//! destination in one call, and the SFU's output is a fan-out — each packet in goes to a
-//! different peer. Runs to one destination only happen when one batch holds several packets
-//! from one sender, and their sizes are equal only by chance (RTP packetizers do not pad), so
-//! GSO would rarely apply and would need reordering the queue by destination.
+//! Sends join runs of datagrams to one destination into one UDP GSO send where the kernel
+//! offers it ([`SendBatch`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -187,7 +184,12 @@ fn rx_stamp(h: &libc::msghdr) -> Option<Duration> {
 #[cfg(target_os = "linux")]
 pub fn enable_timestamps(socket: &std::net::UdpSocket) -> bool {
     use std::os::fd::AsRawFd;
-    set_int(socket.as_raw_fd(), libc::SO_TIMESTAMPNS, 1)
+    set_int(
+        socket.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMPNS,
+        1,
+    )
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -195,12 +197,79 @@ pub fn enable_timestamps(_socket: &std::net::UdpSocket) -> bool {
     false
 }
 
+/// Most segments in one GSO send. Linux took 64 (`UDP_MAX_SEGMENTS`) until 6.9, 128 since.
+#[cfg(target_os = "linux")]
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Most bytes in one GSO send: it is one UDP datagram until the kernel cuts it, so its
+/// length must fit UDP's 16-bit field with the headers.
+#[cfg(target_os = "linux")]
+const GSO_MAX_BYTES: usize = 60_000;
+/// `SOL_UDP` and `UDP_SEGMENT` (linux/udp.h; the libc crate lacks the latter for glibc).
+#[cfg(target_os = "linux")]
+const SOL_UDP: libc::c_int = 17;
+#[cfg(target_os = "linux")]
+const UDP_SEGMENT: libc::c_int = 103;
+/// Control buffer per GSO send: one `UDP_SEGMENT` message (a 16-byte header, a 2-byte
+/// segment size, padded to 8).
+#[cfg(target_os = "linux")]
+const GSO_CONTROL_WORDS: usize = 3;
+
+/// Whether this kernel can send several datagrams to one destination as one (UDP GSO,
+/// Linux 4.18 and later). Asked once, of a throwaway socket: a kernel that predates the
+/// option would not refuse the control message, it would ignore it and send the segments
+/// joined as one datagram, so the control message is never sent without this.
+#[cfg(target_os = "linux")]
+pub fn gso_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        // SAFETY: plain socket(2); a valid result is owned (and closed) by `OwnedFd` at once.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return false;
+        }
+        // SAFETY: `fd` is a fresh descriptor no one else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        set_int(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            SOL_UDP,
+            UDP_SEGMENT,
+            1200,
+        )
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn gso_supported() -> bool {
+    false
+}
+
 /// Scratch space for sending one batch.
+///
+/// Datagrams that follow one another to one destination go out as one GSO send (UDP
+/// segmentation offload, `UDP_SEGMENT`) when the kernel offers it: the kernel builds, routes
+/// and queues one packet and cuts it into the datagrams only at the device (or, on loopback,
+/// at the receiving socket), instead of doing all of that once per datagram. The core sends
+/// a batch's copies destination by destination for this (`Sfu::ingest`). A GSO send's
+/// segments must all be as long as the first except the last, which may be shorter; a run
+/// that breaks the rule starts a new send. Should the kernel refuse a GSO send (a device
+/// without checksum offload, a path MTU below the segment size), GSO is turned off for this
+/// batch's socket and the datagrams go out one by one: none is dropped for it.
 pub struct SendBatch {
+    /// Whether runs to one destination are joined into GSO sends.
+    gso: bool,
+    /// Datagrams sent as segments of a GSO send (of two or more), since the last
+    /// [`SendBatch::take_coalesced`].
+    coalesced: u64,
     #[cfg(target_os = "linux")]
     addrs: Vec<libc::sockaddr_storage>,
     #[cfg(target_os = "linux")]
     iovecs: Vec<libc::iovec>,
+    /// Per send: how many datagrams (iovecs) it carries.
+    #[cfg(target_os = "linux")]
+    segments: Vec<usize>,
+    #[cfg(target_os = "linux")]
+    control: Vec<[u64; GSO_CONTROL_WORDS]>,
     #[cfg(target_os = "linux")]
     hdrs: Vec<libc::mmsghdr>,
 }
@@ -210,78 +279,176 @@ pub struct SendBatch {
 unsafe impl Send for SendBatch {}
 
 impl SendBatch {
+    /// Scratch space that joins runs to one destination when the kernel can
+    /// ([`gso_supported`]).
     pub fn new() -> SendBatch {
+        SendBatch::with_gso(gso_supported())
+    }
+
+    /// Scratch space that joins runs only if `gso` (and the kernel can).
+    pub fn with_gso(gso: bool) -> SendBatch {
         SendBatch {
+            gso: gso && gso_supported(),
+            coalesced: 0,
             #[cfg(target_os = "linux")]
             addrs: Vec::with_capacity(BATCH),
             #[cfg(target_os = "linux")]
             iovecs: Vec::with_capacity(BATCH),
             #[cfg(target_os = "linux")]
+            segments: Vec::with_capacity(BATCH),
+            #[cfg(target_os = "linux")]
+            control: vec![[0; GSO_CONTROL_WORDS]; BATCH],
+            #[cfg(target_os = "linux")]
             hdrs: Vec::with_capacity(BATCH),
         }
     }
 
-    /// Sends the first up to [`BATCH`] of `items` (destination, contents) without blocking.
-    /// Returns how many left (at least 1), `WouldBlock` when none could, or the error of the
-    /// first datagram (the caller drops that one and goes on with the rest).
+    /// Whether runs to one destination are joined (false once the kernel refused one).
+    #[cfg(test)]
+    pub fn gso(&self) -> bool {
+        self.gso
+    }
+
+    /// Datagrams sent as segments of GSO sends since the last call.
+    pub fn take_coalesced(&mut self) -> u64 {
+        std::mem::take(&mut self.coalesced)
+    }
+
+    /// Sends the first of `items` (up to [`BATCH`] sends; with GSO a send may carry several
+    /// datagrams) without blocking; `datagram` gives an item's destination and contents.
+    /// Returns how many items left (at least 1), `WouldBlock` when none could, or the error
+    /// of the first datagram (the caller drops that one and goes on with the rest).
     #[cfg(target_os = "linux")]
-    pub fn send<'a>(
+    pub fn send<T>(
         &mut self,
         socket: &mio::net::UdpSocket,
-        items: impl Iterator<Item = (SocketAddr, &'a [u8])>,
+        items: &[T],
+        datagram: impl Fn(&T) -> (SocketAddr, &[u8]),
     ) -> io::Result<usize> {
         use std::os::fd::AsRawFd;
+        loop {
+            self.gather(items, &datagram);
+            if self.hdrs.is_empty() {
+                return Ok(0);
+            }
+            // SAFETY: every header points at an address in `addrs`, its run of iovecs in
+            // `iovecs` and (for a GSO send) its control buffer in `control`, none of which
+            // moves until the call returns; the iovecs point into `items`' contents, borrowed
+            // for the call. The kernel only reads them. The fd is the socket's, open while
+            // borrowed.
+            let r = unsafe {
+                libc::sendmmsg(
+                    socket.as_raw_fd(),
+                    self.hdrs.as_mut_ptr(),
+                    self.hdrs.len() as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r >= 0 {
+                let sent = &self.segments[..r as usize];
+                self.coalesced += sent.iter().filter(|&&n| n > 1).sum::<usize>() as u64;
+                return Ok(sent.iter().sum());
+            }
+            let e = io::Error::last_os_error();
+            // What a kernel says of a GSO send it will not make (no checksum offload on the
+            // device, a segment above the path MTU, a socket without UDP checksums).
+            let refused = matches!(
+                e.raw_os_error(),
+                Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE | libc::EOPNOTSUPP)
+            );
+            if refused && self.segments[0] > 1 {
+                // A kernel that has GSO may still refuse it for this socket or path: send
+                // them one by one from now on, starting with these.
+                tracing::warn!(error = %e, "the kernel refused a UDP GSO send; sending datagrams one by one");
+                self.gso = false;
+                continue;
+            }
+            return Err(e);
+        }
+    }
+
+    /// Builds the headers for the first sends of `items`: each run to one destination
+    /// whose lengths GSO can carry is one send.
+    #[cfg(target_os = "linux")]
+    fn gather<T>(&mut self, items: &[T], datagram: &impl Fn(&T) -> (SocketAddr, &[u8])) {
         self.addrs.clear();
         self.iovecs.clear();
+        self.segments.clear();
         self.hdrs.clear();
-        for (dest, data) in items.take(BATCH) {
-            self.addrs.push(to_sockaddr(dest));
+        // The open send: its destination, segment size, bytes, and whether a shorter (last)
+        // segment closed it.
+        let mut open: Option<(SocketAddr, usize, usize, bool)> = None;
+        for item in items {
+            let (dest, data) = datagram(item);
+            let joins = self.gso
+                && open.is_some_and(|(to, size, bytes, closed)| {
+                    to == dest
+                        && !closed
+                        && (1..=size).contains(&data.len())
+                        && bytes + data.len() <= GSO_MAX_BYTES
+                        && self.segments.last().is_some_and(|&n| n < GSO_MAX_SEGMENTS)
+                });
+            if joins {
+                if let (Some(open), Some(n)) = (open.as_mut(), self.segments.last_mut()) {
+                    open.2 += data.len();
+                    open.3 = data.len() < open.1;
+                    *n += 1;
+                }
+            } else {
+                if self.segments.len() == BATCH {
+                    break;
+                }
+                self.addrs.push(to_sockaddr(dest));
+                self.segments.push(1);
+                open = Some((dest, data.len(), data.len(), false));
+            }
             self.iovecs.push(libc::iovec {
                 // sendmmsg does not write through it; iovec has only a mutable pointer type.
                 iov_base: data.as_ptr() as *mut libc::c_void,
                 iov_len: data.len(),
             });
         }
-        if self.iovecs.is_empty() {
-            return Ok(0);
-        }
-        for (iov, addr) in self.iovecs.iter_mut().zip(self.addrs.iter_mut()) {
+        let mut first = 0;
+        for (i, (&n, addr)) in self.segments.iter().zip(self.addrs.iter_mut()).enumerate() {
             // SAFETY: msghdr is plain old data; the fields that matter are set below.
             let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
             h.msg_name = (addr as *mut libc::sockaddr_storage).cast();
             h.msg_namelen = sockaddr_len(addr);
-            h.msg_iov = iov as *mut libc::iovec;
-            h.msg_iovlen = 1;
+            h.msg_iov = self.iovecs[first..].as_mut_ptr();
+            h.msg_iovlen = n as _;
+            if n > 1 {
+                let control = &mut self.control[i];
+                h.msg_control = control.as_mut_ptr().cast();
+                // SAFETY: CMSG_SPACE is arithmetic.
+                h.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as _;
+                let size = self.iovecs[first].iov_len as u16;
+                // SAFETY: the control buffer is CMSG_SPACE(2) bytes or more and aligned for
+                // cmsghdr (u64s), so the first header and its 2 data bytes lie within it.
+                unsafe {
+                    let c = libc::CMSG_FIRSTHDR(&h);
+                    (*c).cmsg_level = SOL_UDP;
+                    (*c).cmsg_type = UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), size);
+                }
+            }
             self.hdrs.push(libc::mmsghdr {
                 msg_hdr: h,
                 msg_len: 0,
             });
+            first += n;
         }
-        // SAFETY: every header points at an address in `addrs` and one iovec in `iovecs`, whose
-        // buffer is borrowed from `items` for 'a (outliving this call); the kernel only reads
-        // them. The fd is the socket's, open while borrowed.
-        let r = unsafe {
-            libc::sendmmsg(
-                socket.as_raw_fd(),
-                self.hdrs.as_mut_ptr(),
-                self.hdrs.len() as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(r as usize)
     }
 
     /// Sends the first of `items` without blocking (the portable fallback).
     #[cfg(not(target_os = "linux"))]
-    pub fn send<'a>(
+    pub fn send<T>(
         &mut self,
         socket: &mio::net::UdpSocket,
-        mut items: impl Iterator<Item = (SocketAddr, &'a [u8])>,
+        items: &[T],
+        datagram: impl Fn(&T) -> (SocketAddr, &[u8]),
     ) -> io::Result<usize> {
-        match items.next() {
+        match items.first().map(datagram) {
             Some((dest, data)) => socket.send_to(data, dest).map(|_| 1),
             None => Ok(0),
         }
@@ -337,7 +504,7 @@ pub fn set_buffers(socket: &std::net::UdpSocket, bytes: usize) -> (usize, usize)
     let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     let mut got = [0usize; 2];
     for (i, opt) in [libc::SO_RCVBUF, libc::SO_SNDBUF].into_iter().enumerate() {
-        set_int(fd, opt, want);
+        set_int(fd, libc::SOL_SOCKET, opt, want);
         // SAFETY: a valid descriptor; pointers to a c_int and its length.
         unsafe {
             let mut v: libc::c_int = 0;
@@ -359,12 +526,17 @@ pub fn set_buffers(socket: &std::net::UdpSocket, bytes: usize) -> (usize, usize)
 
 /// Sets one integer `SOL_SOCKET` option on `fd`; false if the kernel refuses it.
 #[cfg(unix)]
-fn set_int(fd: std::os::fd::RawFd, opt: libc::c_int, value: libc::c_int) -> bool {
+fn set_int(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    value: libc::c_int,
+) -> bool {
     // SAFETY: the caller's open descriptor and a pointer to a c_int of the size given.
     unsafe {
         libc::setsockopt(
             fd,
-            libc::SOL_SOCKET,
+            level,
             opt,
             (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
@@ -471,12 +643,12 @@ mod tests {
         let mut send = SendBatch::new();
         let mut sent = 0;
         while sent < msgs.len() {
-            let n = send
-                .send(&tx, msgs[sent..].iter().map(|m| (to, &m[..])))
-                .unwrap();
+            let n = send.send(&tx, &msgs[sent..], |m| (to, &m[..])).unwrap();
             assert!((1..=BATCH).contains(&n));
             sent += n;
         }
+        // Each is longer than the one before: no GSO send can carry two of them.
+        assert_eq!(send.take_coalesced(), 0);
         let mut recv = RecvBatch::new();
         let mut got: Vec<Vec<u8>> = Vec::new();
         while got.len() < msgs.len() {
@@ -493,6 +665,99 @@ mod tests {
         assert_eq!(got, msgs);
         // The last receive emptied the queue, and says so.
         assert!(recv.drained());
+    }
+
+    /// Sends `msgs` (receiver index, contents) through `send` and reads what each receiver
+    /// got, in order.
+    fn send_all(
+        send: &mut SendBatch,
+        tx: &mio::net::UdpSocket,
+        rxs: &[mio::net::UdpSocket],
+        msgs: &[(usize, Vec<u8>)],
+    ) -> Vec<Vec<Vec<u8>>> {
+        let to: Vec<SocketAddr> = rxs.iter().map(|r| r.local_addr().unwrap()).collect();
+        let mut sent = 0;
+        while sent < msgs.len() {
+            sent += send
+                .send(tx, &msgs[sent..], |(i, m)| (to[*i], &m[..]))
+                .unwrap();
+        }
+        let mut recv = RecvBatch::new();
+        rxs.iter()
+            .map(|rx| {
+                let mut got = Vec::new();
+                // Loopback delivery is synchronous: a `WouldBlock` means all is read.
+                while recv.recv(rx).is_ok() {
+                    got.extend(recv.datagrams().map(|(_, d)| d.to_vec()));
+                }
+                got
+            })
+            .collect()
+    }
+
+    #[test]
+    fn runs_to_one_receiver_go_as_one_gso_send_and_arrive_as_the_datagrams_they_were() {
+        if !gso_supported() {
+            eprintln!("this kernel has no UDP GSO; nothing to test");
+            return;
+        }
+        let tx = mio::net::UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let rxs: Vec<_> = (0..3)
+            .map(|_| mio::net::UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap())
+            .collect();
+        let d = |i: usize, len: usize, tag: u8| (i, vec![tag; len]);
+        let msgs = vec![
+            // A run of equal lengths closed by a shorter one: one send of three.
+            d(0, 1100, 1),
+            d(0, 1100, 2),
+            d(0, 900, 3),
+            // Closed: this one starts a send of its own, and a longer one after it another.
+            d(0, 900, 4),
+            d(0, 1000, 5),
+            // Another receiver between runs to the same one.
+            d(1, 1200, 6),
+            d(0, 1000, 7),
+            d(2, 50, 8),
+            d(2, 50, 9),
+        ];
+        let mut send = SendBatch::new();
+        assert!(send.gso());
+        let got = send_all(&mut send, &tx, &rxs, &msgs);
+        for (i, got) in got.iter().enumerate() {
+            let want: Vec<Vec<u8>> = msgs
+                .iter()
+                .filter(|(to, _)| *to == i)
+                .map(|(_, m)| m.clone())
+                .collect();
+            assert_eq!(got, &want, "receiver {i}");
+        }
+        // Joined: 1-2-3, 5 with nothing (7 follows another receiver's), 8-9.
+        assert_eq!(send.take_coalesced(), 5);
+        // Without GSO the same datagrams arrive the same way, none joined.
+        let mut plain = SendBatch::with_gso(false);
+        assert_eq!(send_all(&mut plain, &tx, &rxs, &msgs), got);
+        assert_eq!(plain.take_coalesced(), 0);
+    }
+
+    #[test]
+    fn a_refused_gso_send_turns_gso_off_and_loses_nothing() {
+        if !gso_supported() {
+            eprintln!("this kernel has no UDP GSO; nothing to test");
+            return;
+        }
+        // A socket that sends without UDP checksums cannot use GSO (the kernel says EINVAL).
+        const SO_NO_CHECK: libc::c_int = 11;
+        let tx = mio::net::UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        use std::os::fd::AsRawFd;
+        assert!(set_int(tx.as_raw_fd(), libc::SOL_SOCKET, SO_NO_CHECK, 1));
+        let rxs = vec![mio::net::UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap()];
+        let msgs: Vec<(usize, Vec<u8>)> = (0..10u8).map(|i| (0, vec![i; 700])).collect();
+        let mut send = SendBatch::new();
+        let got = send_all(&mut send, &tx, &rxs, &msgs);
+        let want: Vec<Vec<u8>> = msgs.into_iter().map(|(_, m)| m).collect();
+        assert_eq!(got[0], want);
+        assert!(!send.gso());
+        assert_eq!(send.take_coalesced(), 0);
     }
 
     #[test]
