@@ -30,7 +30,8 @@
 //! to each copy leaving it), so a tail can be told apart: the server's, or the tool's and the
 //! host's. It is an upper bound (a batch's copies are timed from its earliest arrival to the
 //! end of the send call that carried them), and its quantiles are interpolated within the
-//! histogram's buckets.
+//! histogram's buckets. It also prints the share of copies that left in UDP GSO runs
+//! (`frontdesk_media_datagrams_coalesced_total` against the packets forwarded).
 //!
 //! Per run it reports: delivered (forwarded) packets/s and bytes/s measured at the
 //! subscribers, the server's CPU (process, from `/proc/<pid>/stat`) and each core's busy time
@@ -339,7 +340,8 @@ struct Outcome {
     /// its socket to the copies leaving it.
     own_p50_us: Option<f64>,
     own_p99_us: Option<f64>,
-    /// Of the copies forwarded, the share sent as segments of UDP GSO sends (frontdesk only).
+    /// Of the copies forwarded, the share sent as segments of UDP GSO sends (frontdesk only;
+    /// approximate, as the workers publish their counters once a second).
     coalesced_share: Option<f64>,
     connect_s: f64,
 }
@@ -419,8 +421,8 @@ impl Outcome {
         }
         if let Some(share) = self.coalesced_share {
             println!(
-                "  copies sent in UDP GSO runs (several to one receiver in one send): {:.1} %",
-                share * 100.0
+                "  copies sent in UDP GSO runs (several to one receiver in one send): about {:.0} %",
+                share.min(1.0) * 100.0
             );
         }
         println!(
