@@ -4,7 +4,8 @@
 //! ```sh
 //! cargo bench --bench media_load -- [--servers frontdesk,janus] [--shapes 1x10,1x50,10x10,25pairs]
 //!     [--seconds 10] [--warmup 2] [--rounds 1] [--fps 30] [--packets-per-frame 5] [--audio 50]
-//!     [--server-cpus 0] [--tool-cpus 1] [--workers N] [--ramp 5,10,20,40] [--floor 5]
+//!     [--server-cpus 0] [--tool-cpus 1] [--workers N] [--worker-budget PCT]
+//!     [--ramp 5,10,20,40] [--floor 5]
 //! ```
 //!
 //! A shape `PxS` is P calls, each with one publisher and S subscribers (frontdesk: the
@@ -45,10 +46,18 @@
 //! the packets per frame through the list given, on the first shape, to find the most one
 //! server forwards without loss.
 //!
+//! `--worker-budget PCT` (with `--workers N`) caps each of frontdesk's media workers at PCT %
+//! of one CPU, each in a cgroup of its own, pinned one to a CPU of `--server-cpus`
+//! (`media_load/budget.rs`): one worker against two at the same budget shows what a second
+//! core adds, on a machine whose cores the tool also needs. The run prints each worker's CPU,
+//! how often its budget held it back, and how many calls each worker held.
+//!
 //! First, for `--floor` seconds (5; 0 skips it), the tool measures the machine's own floor
 //! under the latency figures (`media_load/floor.rs`): the trip through a thread on the server's
 //! CPUs that only echoes datagrams, and the cost of one hypervisor exit.
 
+#[path = "media_load/budget.rs"]
+mod budget;
 mod common;
 #[path = "media_load/floor.rs"]
 mod floor;
@@ -119,6 +128,8 @@ pub struct Setup {
     pub keep: Vec<Box<dyn std::any::Any>>,
     pub peers: usize,
     pub subscribers: usize,
+    /// Calls by the server port their media went to (frontdesk: one port per media worker).
+    pub calls_per_port: std::collections::BTreeMap<u16, usize>,
 }
 
 impl Setup {
@@ -128,6 +139,7 @@ impl Setup {
             keep: Vec::new(),
             peers: 0,
             subscribers: 0,
+            calls_per_port: Default::default(),
         }
     }
 
@@ -170,6 +182,7 @@ struct Args {
     server_cpus: Option<String>,
     tool_cpus: Option<String>,
     workers: Option<usize>,
+    worker_budget: Option<u32>,
     ramp: Vec<u32>,
     floor_seconds: u64,
 }
@@ -192,6 +205,7 @@ fn args() -> Args {
         server_cpus: None,
         tool_cpus: None,
         workers: None,
+        worker_budget: None,
         ramp: Vec::new(),
         floor_seconds: 5,
     };
@@ -217,6 +231,7 @@ fn args() -> Args {
             ("--server-cpus", _) => a.server_cpus = Some(val),
             ("--tool-cpus", _) => a.tool_cpus = Some(val),
             ("--workers", Some(n)) => a.workers = Some(n.max(1) as usize),
+            ("--worker-budget", Some(n)) => a.worker_budget = Some(n.clamp(1, 100) as u32),
             ("--ramp", _) => a.ramp = val.split(',').filter_map(|x| x.parse().ok()).collect(),
             ("--floor", Some(n)) => a.floor_seconds = n,
             // `cargo bench` passes `--bench`; anything unknown is ignored.
@@ -227,6 +242,10 @@ fn args() -> Args {
         }
         i += 2;
     }
+    assert!(
+        a.worker_budget.is_none() || a.workers.is_some(),
+        "--worker-budget needs --workers (how many media workers to put under it)"
+    );
     a
 }
 
@@ -344,6 +363,12 @@ struct Outcome {
     /// approximate, as the workers publish their counters once a second).
     coalesced_share: Option<f64>,
     connect_s: f64,
+    /// How many calls each media worker held (frontdesk, by the port of its answer).
+    calls_per_worker: Vec<usize>,
+    /// Under `--worker-budget`: each worker's CPU and throttling in the window, the budget
+    /// and each worker's CPU.
+    worker_use: Vec<budget::WorkerUse>,
+    budget: Option<(u32, Vec<Option<usize>>)>,
 }
 
 impl Outcome {
@@ -425,6 +450,28 @@ impl Outcome {
                 share.min(1.0) * 100.0
             );
         }
+        if self.calls_per_worker.len() > 1 {
+            let split: Vec<String> = self
+                .calls_per_worker
+                .iter()
+                .map(|n| n.to_string())
+                .collect();
+            println!("  calls per media worker: {}", split.join(" / "));
+        }
+        if let Some((pct, cpus)) = &self.budget {
+            for (k, w) in self.worker_use.iter().enumerate() {
+                let cpu = cpus
+                    .get(k)
+                    .copied()
+                    .flatten()
+                    .map_or("any CPU".to_owned(), |c| format!("CPU {c}"));
+                println!(
+                    "  media worker {k} ({cpu}, budget {pct} % of a core): {:.1} % of a core, held back by its budget in {:.0} % of its periods",
+                    100.0 * w.cpu_s / self.seconds,
+                    100.0 * w.throttled as f64 / w.periods.max(1) as f64
+                );
+            }
+        }
         println!(
             "  keyframe after join: {} of {} subscribers (p99 wait {:.0} ms); keyframes sent in the window: {}",
             self.keyframes.0, self.keyframes.1, self.keyframe_wait_p99_ms, self.keyframes_sent
@@ -444,13 +491,28 @@ impl Server {
             Server::Janus(j) => j.pid,
         }
     }
+
+    fn budget(&self) -> Option<&budget::Budget> {
+        match self {
+            Server::Frontdesk(f) => f.budget.as_ref(),
+            Server::Janus(_) => None,
+        }
+    }
 }
 
 async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     let epoch = Instant::now();
     let server = match name {
         "frontdesk" => {
-            let f = frontdesk::Frontdesk::start(a.server_cpus.as_deref(), a.workers, shape.calls());
+            let mut f =
+                frontdesk::Frontdesk::start(a.server_cpus.as_deref(), a.workers, shape.calls());
+            if let (Some(pct), Some(n)) = (a.worker_budget, a.workers) {
+                let cpus = a.server_cpus.as_deref().map(cpu_list).unwrap_or_default();
+                f.budget = Some(
+                    budget::Budget::apply(f.pid, n, pct, &cpus)
+                        .unwrap_or_else(|e| panic!("--worker-budget {pct}: {e}")),
+                );
+            }
             f.agents(shape.calls()).await;
             Server::Frontdesk(f)
         }
@@ -468,6 +530,7 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     };
     setup.connected().await;
     let (n_peers, n_subs) = (setup.peers, setup.subscribers);
+    let calls_per_worker: Vec<usize> = setup.calls_per_port.values().copied().collect();
     let connect_s = t_setup.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(a.warmup)).await;
 
@@ -478,10 +541,27 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     };
     let t0 = Instant::now();
     let (cpu0, cores0, tool0) = (cpu_ticks(pid), cpu_times(), cpu_ticks(std::process::id()));
+    let workers0 = server.budget().map(|b| b.ticks()).unwrap_or_default();
     let window = Duration::from_secs(a.seconds);
     totals.borrow_mut().window = Some((stamp(t0), stamp(t0 + window)));
     tokio::time::sleep(window).await;
     let (cpu1, cores1, tool1) = (cpu_ticks(pid), cpu_times(), cpu_ticks(std::process::id()));
+    let worker_use: Vec<budget::WorkerUse> = server
+        .budget()
+        .map(|b| {
+            b.ticks()
+                .iter()
+                .zip(&workers0)
+                .map(|(n, w)| n.since(w))
+                .collect()
+        })
+        .unwrap_or_default();
+    let budget_of = server.budget().map(|b| {
+        (
+            b.percent,
+            b.workers.iter().map(|w| w.cpu).collect::<Vec<_>>(),
+        )
+    });
     let rss_after = rss_kib(pid);
     let metrics1 = match &server {
         Server::Frontdesk(f) => f.metrics().await,
@@ -552,6 +632,9 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
         keyframe_wait_p99_ms: common::percentile(&waits, 0.99),
         keyframes_sent: t.keyframes_sent,
         connect_s,
+        calls_per_worker,
+        worker_use,
+        budget: budget_of,
     };
     drop(t);
     drop(server);

@@ -377,6 +377,13 @@ async fn metrics(State(s): State<AppState>) -> Response {
     );
     let m = &s.media.metrics;
     forward_delay(&mut out, &m.forward_delay);
+    let _ = writeln!(
+        out,
+        "# HELP frontdesk_media_worker_calls Calls whose media a worker holds (a new call goes to the worker with the fewest).\n# TYPE frontdesk_media_worker_calls gauge"
+    );
+    for (k, n) in s.media.calls_per_worker().iter().enumerate() {
+        let _ = writeln!(out, "frontdesk_media_worker_calls{{worker=\"{k}\"}} {n}");
+    }
     let cm = &s.cobrowse.metrics;
     let g = s.cobrowse.gauges();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);

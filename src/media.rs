@@ -1,7 +1,8 @@
 //! The SFU's UDP loops: N media workers (FRONTDESK_MEDIA_WORKERS), each a thread that owns one
 //! UDP socket and one [`Sfu`] core, tells it the time and hands it datagrams in batches
-//! (`recvmmsg`/`sendmmsg`, [`batch`]). A call lives on one worker, chosen by its id, so both
-//! peers of a call share a core and forwarding takes no lock and no channel hop. Signaling
+//! (`recvmmsg`/`sendmmsg`, [`batch`]). A call lives on one worker, the least loaded when the
+//! call first needs one ([`placement`]), so every peer of a call shares a core and forwarding
+//! takes no lock and no channel hop. Signaling
 //! connections reach a call's worker over that worker's bounded channel ([`MediaHandle`]) and
 //! hear about their call's media over a channel of their own ([`Notice`]).
 //!
@@ -23,6 +24,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 mod batch;
+mod placement;
+use placement::Placement;
 
 /// A peer whose media stayed down this long is removed.
 pub const DOWN_LIMIT: Duration = Duration::from_secs(90);
@@ -71,6 +74,14 @@ impl MediaError {
             MediaError::TooManyWatchers(_) => "too_many_watchers",
         }
     }
+}
+
+/// Why a command did not reach a worker.
+enum Unsent {
+    /// The call is on no worker, and the command would not place it.
+    NoWorker,
+    /// The worker's queue is full or the worker is gone.
+    Refused,
 }
 
 /// Where a connection hears its call's notices.
@@ -141,6 +152,22 @@ enum Cmd {
     CallOver {
         call: CallId,
     },
+}
+
+impl Cmd {
+    fn call(&self) -> CallId {
+        match *self {
+            Cmd::Offer { call, .. }
+            | Cmd::Candidate { call, .. }
+            | Cmd::Keyframe { call, .. }
+            | Cmd::Failed { call, .. }
+            | Cmd::Attach { call, .. }
+            | Cmd::Watch { call, .. }
+            | Cmd::Unwatch { call, .. }
+            | Cmd::Detach { call, .. }
+            | Cmd::CallOver { call } => call,
+        }
+    }
 }
 
 /// Counters for `/metrics`, summed over the media workers: each adds what changed in its own
@@ -229,8 +256,10 @@ fn wall_now() -> Duration {
 /// The way into the media workers.
 #[derive(Clone)]
 pub struct MediaHandle {
-    /// One command queue per worker; a call's commands all go to `shards[shard_of(call)]`.
+    /// One command queue per worker; a call's commands all go to the worker `placement`
+    /// gives it.
     shards: Arc<[Shard]>,
+    placement: Arc<Placement>,
     /// The address the first worker's socket is bound to.
     pub local_addr: SocketAddr,
     /// Every worker's socket address, by worker.
@@ -277,13 +306,6 @@ impl Drop for Shard {
 /// The watchers a call may have at once unless configured otherwise.
 pub const DEFAULT_MAX_WATCHERS: usize = 8;
 
-/// The worker a call's media lives on (a call id is a random v4 UUID, so its bits are spread
-/// well enough to take them modulo the worker count).
-fn shard_of(call: CallId, shards: usize) -> usize {
-    let v = call.0.as_u128();
-    ((v as u64 ^ (v >> 64) as u64) % shards as u64) as usize
-}
-
 impl MediaHandle {
     /// Binds one socket per worker (the configured port + k, or an ephemeral port each) and
     /// starts each worker on a thread of its own.
@@ -319,6 +341,7 @@ impl MediaHandle {
             sockets.push(std_socket);
         }
         let max_watchers = config.max_watchers;
+        let placement = Arc::new(Placement::new(workers));
         let mut shards = Vec::with_capacity(workers);
         let mut local_addrs = Vec::with_capacity(workers);
         let mut first_candidates = Vec::new();
@@ -333,6 +356,7 @@ impl MediaHandle {
                 },
             );
             let loop_metrics = metrics.clone();
+            let loop_placement = (k, placement.clone());
             let poll = mio::Poll::new()?;
             let waker = Arc::new(mio::Waker::new(poll.registry(), WAKE)?);
             let mut socket = mio::net::UdpSocket::from_std(std_socket);
@@ -340,7 +364,17 @@ impl MediaHandle {
                 .register(&mut socket, SOCKET, mio::Interest::READABLE)?;
             std::thread::Builder::new()
                 .name(format!("frontdesk-media-{k}"))
-                .spawn(move || run(sfu, max_watchers, socket, poll, rx, loop_metrics))?;
+                .spawn(move || {
+                    run(
+                        sfu,
+                        max_watchers,
+                        socket,
+                        poll,
+                        rx,
+                        loop_metrics,
+                        loop_placement,
+                    )
+                })?;
             tracing::info!(
                 worker = k,
                 %local_addr,
@@ -359,6 +393,7 @@ impl MediaHandle {
         }
         Ok(MediaHandle {
             shards: shards.into(),
+            placement,
             local_addr: local_addrs[0],
             local_addrs,
             candidates: first_candidates,
@@ -370,14 +405,28 @@ impl MediaHandle {
         })
     }
 
-    /// The worker that owns `call`.
-    fn shard(&self, call: CallId) -> &Shard {
-        &self.shards[shard_of(call, self.shards.len())]
+    /// Queues `cmd` on the worker that holds its call; `place` gives a call that is on no
+    /// worker yet the least loaded one (the command creates state there), else such a command
+    /// is not sent, as no worker has anything of the call.
+    fn send(&self, cmd: Cmd, place: bool) -> Result<(), Unsent> {
+        let call = cmd.call();
+        let k = self.placement.route(call, place).ok_or(Unsent::NoWorker)?;
+        if self.shards[k].send(cmd) {
+            Ok(())
+        } else {
+            self.placement.handled(call);
+            Err(Unsent::Refused)
+        }
     }
 
-    /// The socket address of the worker that owns `call`'s media.
-    pub fn local_addr_of(&self, call: CallId) -> SocketAddr {
-        self.local_addrs[shard_of(call, self.shards.len())]
+    /// The socket address of the worker that holds `call`'s media, if one does.
+    pub fn local_addr_of(&self, call: CallId) -> Option<SocketAddr> {
+        Some(self.local_addrs[self.placement.worker_of(call)?])
+    }
+
+    /// Calls on each media worker.
+    pub fn calls_per_worker(&self) -> Vec<usize> {
+        self.placement.load()
     }
 
     /// A token that identifies one signaling connection's attachment.
@@ -409,14 +458,19 @@ impl MediaHandle {
         }]
     }
 
+    /// Sends a command that answers and waits for the answer; `unplaced` is the answer when
+    /// the call is on no worker and the command would not place it.
     async fn ask<T>(
         &self,
-        call: CallId,
+        place: bool,
+        unplaced: impl FnOnce() -> MediaError,
         make: impl FnOnce(Reply<T>) -> Cmd,
     ) -> Result<T, MediaError> {
         let (reply, rx) = oneshot::channel();
-        if !self.shard(call).send(make(reply)) {
-            return Err(MediaError::Unavailable);
+        match self.send(make(reply), place) {
+            Ok(()) => {}
+            Err(Unsent::NoWorker) => return Err(unplaced()),
+            Err(Unsent::Refused) => return Err(MediaError::Unavailable),
         }
         rx.await.map_err(|_| MediaError::Unavailable)?
     }
@@ -429,14 +483,18 @@ impl MediaHandle {
         restart: bool,
         attempt: u8,
     ) -> Result<String, MediaError> {
-        self.ask(call, |reply| Cmd::Offer {
-            call,
-            side,
-            sdp,
-            restart,
-            attempt,
-            reply,
-        })
+        self.ask(
+            true,
+            || MediaError::Unavailable,
+            |reply| Cmd::Offer {
+                call,
+                side,
+                sdp,
+                restart,
+                attempt,
+                reply,
+            },
+        )
         .await
     }
 
@@ -446,7 +504,9 @@ impl MediaHandle {
         side: Side,
         candidate: String,
     ) -> Result<(), MediaError> {
-        self.ask(call, |reply| Cmd::Candidate {
+        let unplaced =
+            || SfuError::InvalidCandidate("no media_offer yet for this call".into()).into();
+        self.ask(false, unplaced, |reply| Cmd::Candidate {
             call,
             side,
             candidate,
@@ -456,27 +516,35 @@ impl MediaHandle {
     }
 
     pub async fn keyframe(&self, call: CallId, side: Side, mid: String) -> Result<(), MediaError> {
-        self.ask(call, |reply| Cmd::Keyframe {
-            call,
-            side,
-            mid,
-            reply,
-        })
+        let unplaced = SfuError::UnknownTrack(mid.chars().take(16).collect()).into();
+        self.ask(
+            false,
+            || unplaced,
+            |reply| Cmd::Keyframe {
+                call,
+                side,
+                mid,
+                reply,
+            },
+        )
         .await
     }
 
     pub fn failed(&self, call: CallId, side: Side) {
-        self.shard(call).send(Cmd::Failed { call, side });
+        let _ = self.send(Cmd::Failed { call, side }, false);
     }
 
     pub fn attach(&self, call: CallId, org: OrgId, side: Side, token: u64, notices: NoticeTx) {
-        self.shard(call).send(Cmd::Attach {
-            call,
-            org,
-            side,
-            token,
-            notices,
-        });
+        let _ = self.send(
+            Cmd::Attach {
+                call,
+                org,
+                side,
+                token,
+                notices,
+            },
+            true,
+        );
     }
 
     /// Starts or renegotiates watch `watch` of connection `token` on `call`, which must be a
@@ -490,28 +558,33 @@ impl MediaHandle {
         sdp: String,
         notices: NoticeTx,
     ) -> Result<String, MediaError> {
-        self.ask(call, |reply| Cmd::Watch {
-            call,
-            org,
-            token,
-            watch,
-            sdp,
-            notices,
-            reply,
-        })
+        // A watch never places a call: it joins one whose participants are on a worker.
+        self.ask(
+            false,
+            || SfuError::UnknownPeer.into(),
+            |reply| Cmd::Watch {
+                call,
+                org,
+                token,
+                watch,
+                sdp,
+                notices,
+                reply,
+            },
+        )
         .await
     }
 
     pub fn unwatch(&self, call: CallId, token: u64, watch: u32) {
-        self.shard(call).send(Cmd::Unwatch { call, token, watch });
+        let _ = self.send(Cmd::Unwatch { call, token, watch }, false);
     }
 
     pub fn detach(&self, call: CallId, side: Side, token: u64) {
-        self.shard(call).send(Cmd::Detach { call, side, token });
+        let _ = self.send(Cmd::Detach { call, side, token }, false);
     }
 
     pub fn call_over(&self, call: CallId) {
-        self.shard(call).send(Cmd::CallOver { call });
+        let _ = self.send(Cmd::CallOver { call }, false);
     }
 }
 
@@ -570,6 +643,9 @@ struct Loop {
     /// hears that the watch ended.
     watchers: HashMap<(CallId, u64, u32), (PeerId, NoticeTx)>,
     max_watchers: usize,
+    /// This worker's number, and the table that says which calls are on it.
+    worker: usize,
+    placement: Arc<Placement>,
 }
 
 impl Loop {
@@ -839,6 +915,16 @@ impl Loop {
                 .collect();
             self.call_org.retain(|c, _| live.contains(c));
         }
+        // Calls this worker holds nothing of leave the placement table (unless a command for
+        // one is on its way), so the next call may come here.
+        let held: std::collections::HashSet<CallId> = self
+            .call_org
+            .keys()
+            .copied()
+            .chain(self.peers.values().filter_map(|st| st.call))
+            .chain(self.listeners.keys().map(|(c, _)| *c))
+            .collect();
+        self.placement.release_unheld(self.worker, &held);
     }
 
     /// Adds what changed in this worker's core since `last` to the shared counters.
@@ -933,6 +1019,7 @@ fn run(
     mut poll: mio::Poll,
     mut rx: mpsc::Receiver<Cmd>,
     metrics: Arc<MediaMetrics>,
+    (worker, placement): (usize, Arc<Placement>),
 ) {
     let local = match socket.local_addr() {
         Ok(a) => a,
@@ -951,6 +1038,8 @@ fn run(
         call_org: HashMap::new(),
         watchers: HashMap::new(),
         max_watchers,
+        worker,
+        placement,
     };
     let mut events = mio::Events::with_capacity(4);
     let mut recv = batch::RecvBatch::new();
@@ -985,7 +1074,11 @@ fn run(
         // none waits for the next wake-up should a waker write race with this loop.
         loop {
             match rx.try_recv() {
-                Ok(cmd) => lp.command(cmd),
+                Ok(cmd) => {
+                    let call = cmd.call();
+                    lp.command(cmd);
+                    lp.placement.handled(call);
+                }
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 // Every handle is gone: the server is shutting down.
                 Err(mpsc::error::TryRecvError::Disconnected) => return,

@@ -96,6 +96,7 @@ async fn media_config_arrives_on_connect_and_offers_are_answered() {
         c.s.state
             .media
             .local_addr_of(call.parse().unwrap())
+            .expect("the call is on a worker once it has offered")
             .port()
             .to_string();
     assert!(sdp.contains(&format!(" {port} typ host")), "{sdp}");
@@ -325,12 +326,23 @@ async fn peers_that_vanish_are_cleaned_up_across_a_thousand_joins_and_leaves() {
             break;
         }
     }
+    // And every call leaves the table of which worker holds it (each worker's sweep, once a
+    // second, forgets the calls it holds nothing of).
+    let mut placed = usize::MAX;
+    for _ in 0..30 {
+        placed = c.s.state.media.calls_per_worker().iter().sum();
+        if placed == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     let (fds1, rss1, tasks1) = (open_fds(), rss_kib(), rt.num_alive_tasks());
     println!(
         "{cycles} join/leave cycles in {elapsed:?}: peers {peers}, fds {fds0} -> {fds1}, \
          RSS {rss0} -> {rss1} KiB, tasks {tasks0} -> {tasks1}"
     );
     assert_eq!(peers, 0.0, "SFU peers left behind");
+    assert_eq!(placed, 0, "calls left placed on a media worker");
     assert_eq!(c.s.metric("frontdesk_media_rooms").await, 0.0);
     assert!(fds1 <= fds0 + 4, "file descriptors grew: {fds0} -> {fds1}");
     assert!(tasks1 <= tasks0 + 4, "tasks grew: {tasks0} -> {tasks1}");

@@ -18,7 +18,13 @@ pub fn rss_kib(pid: u32) -> u64 {
 
 /// utime + stime of a process, in clock ticks (100 per second).
 pub fn cpu_ticks(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_ticks(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system clock ticks from a `stat` file of `/proc` (a process's, or one thread's
+/// under `/proc/<pid>/task/<tid>/stat`).
+pub fn stat_ticks(path: &str) -> u64 {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
     let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)

@@ -28,6 +28,9 @@ pub struct Frontdesk {
     pool: String,
     widget_key: String,
     _dir: tempfile::TempDir,
+    /// Media workers under a CPU budget (`--worker-budget`); dropped after the process is
+    /// killed, which empties their cgroups.
+    pub budget: Option<crate::budget::Budget>,
 }
 
 impl Drop for Frontdesk {
@@ -78,6 +81,7 @@ impl Frontdesk {
             pool: created.pool,
             widget_key: created.widget_key,
             _dir: dir,
+            budget: None,
         }
     }
 
@@ -188,13 +192,20 @@ impl Frontdesk {
                     },
                 ),
             };
-            for (sig, role) in [(&mut visitor, visitor_role), (&mut agent, agent_role)] {
+            for (i, (sig, role)) in [(&mut visitor, visitor_role), (&mut agent, agent_role)]
+                .into_iter()
+                .enumerate()
+            {
                 let (mut peer, offer, pending) = Peer::offerer(epoch, direction(&role)).await;
                 let answer = sig
                     .request(json!({"type": "media_offer", "call_id": call_id, "sdp": offer}))
                     .await;
-                peer.accept_answer(pending, answer["sdp"].as_str().expect("sdp"))
-                    .expect("the SFU's answer");
+                let sdp = answer["sdp"].as_str().expect("sdp");
+                if i == 0 {
+                    // The worker that holds the call, by the port its candidate names.
+                    *setup.calls_per_port.entry(candidate_port(sdp)).or_default() += 1;
+                }
+                peer.accept_answer(pending, sdp).expect("the SFU's answer");
                 setup.run(peer, role);
             }
             if let Shape::Broadcast { subscribers, .. } = shape {
@@ -215,6 +226,18 @@ impl Frontdesk {
         }
         setup.keep.push(Box::new(admin));
     }
+}
+
+/// The port of the first host candidate of an SDP (0 when it names none).
+fn candidate_port(sdp: &str) -> u16 {
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("a=candidate:"))
+        .find_map(|c| {
+            // foundation component transport priority address port typ host
+            let f: Vec<&str> = c.split_whitespace().collect();
+            (f.get(7) == Some(&"host")).then(|| f.get(5)?.parse().ok())?
+        })
+        .unwrap_or(0)
 }
 
 /// A signaling connection: a task reads and writes the socket (so pings are answered), this
