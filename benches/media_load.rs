@@ -35,7 +35,9 @@
 //! (`frontdesk_media_datagrams_coalesced_total` against the packets forwarded).
 //!
 //! Per run it reports: delivered (forwarded) packets/s and bytes/s measured at the
-//! subscribers, the server's CPU (process, from `/proc/<pid>/stat`) and each core's busy time
+//! subscribers, the server's CPU (the exact sum of its threads' on-CPU time from
+//! `/proc/<pid>/task/*/schedstat` when no thread came or went in the window, else the 10 ms
+//! ticks of `/proc/<pid>/stat`, which are printed beside it) and each core's busy time
 //! with its softirq and steal shares (`/proc/stat`; steal is time the hypervisor gave away, so
 //! a run with steal on the server's cores has its latency tail from the host), delivered packets per server CPU-second, latency p50/p99/max, loss (packets
 //! sent in the window that did not arrive at every subscriber), the server's resident memory
@@ -74,7 +76,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use common::{cpu_ticks, rss_kib};
+use common::{cpu_ns, cpu_ticks, rss_kib};
 use peer::{Peer, Rate, Role, Totals};
 
 /// The shape of a run.
@@ -338,7 +340,11 @@ struct Outcome {
     delivered_audio: u64,
     bytes: u64,
     expected: u64,
+    /// The server's CPU in the window: its threads' exact on-CPU time (`schedstat`) when no
+    /// thread came or went meanwhile, else from `/proc/<pid>/stat`'s 10 ms ticks, which are
+    /// also kept to print beside it.
     server_cpu_s: f64,
+    server_cpu_ticks_s: f64,
     cores: Vec<CoreShare>,
     /// Steal on the server's CPUs (all CPUs when it is not pinned), as a share of them.
     server_steal: f64,
@@ -419,10 +425,11 @@ impl Outcome {
             })
             .collect();
         println!(
-            "  server CPU {:.2} s in {:.1} s ({:.1} % of one core); {} ; tool CPU {:.2} s",
+            "  server CPU {:.3} s in {:.1} s ({:.1} % of one core; {:.2} s by clock ticks); {} ; tool CPU {:.2} s",
             self.server_cpu_s,
             self.seconds,
             100.0 * self.server_cpu_s / self.seconds,
+            self.server_cpu_ticks_s,
             cores.join(", "),
             self.tool_cpu_s
         );
@@ -541,11 +548,19 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     };
     let t0 = Instant::now();
     let (cpu0, cores0, tool0) = (cpu_ticks(pid), cpu_times(), cpu_ticks(std::process::id()));
+    let ns0 = cpu_ns(pid);
     let workers0 = server.budget().map(|b| b.ticks()).unwrap_or_default();
     let window = Duration::from_secs(a.seconds);
     totals.borrow_mut().window = Some((stamp(t0), stamp(t0 + window)));
     tokio::time::sleep(window).await;
     let (cpu1, cores1, tool1) = (cpu_ticks(pid), cpu_times(), cpu_ticks(std::process::id()));
+    let ns1 = cpu_ns(pid);
+    // The exact per-thread sum when no thread came or went in the window, else the ticks.
+    let server_cpu_s = if ns0.1 == ns1.1 && ns1.0 >= ns0.0 {
+        (ns1.0 - ns0.0) as f64 / 1e9
+    } else {
+        (cpu1 - cpu0) as f64 / 100.0
+    };
     let worker_use: Vec<budget::WorkerUse> = server
         .budget()
         .map(|b| {
@@ -613,7 +628,8 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
         delivered_audio: t.recv_audio.iter().sum(),
         bytes: t.recv_bytes,
         expected,
-        server_cpu_s: (cpu1 - cpu0) as f64 / 100.0,
+        server_cpu_s,
+        server_cpu_ticks_s: (cpu1 - cpu0) as f64 / 100.0,
         cores,
         server_steal,
         tool_cpu_s: (tool1 - tool0) as f64 / 100.0,

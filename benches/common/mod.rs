@@ -31,6 +31,31 @@ pub fn stat_ticks(path: &str) -> u64 {
         + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
+/// On-CPU time of every thread of a process, in nanoseconds (the first field of each
+/// `/proc/<pid>/task/<tid>/schedstat`), and the threads it was summed over, in order. Exact
+/// where `cpu_ticks` counts 10 ms ticks (at 2 % of a core a 10 s window is 20 ticks, so one
+/// tick is 5 %), but a thread that ends takes its time with it: a caller compares the thread
+/// sets of its two readings before it trusts their difference.
+pub fn cpu_ns(pid: u32) -> (u64, Vec<u32>) {
+    let mut tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    tids.sort_unstable();
+    let ns = tids
+        .iter()
+        .map(|tid| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    (ns, tids)
+}
+
 pub fn now_s() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -41,6 +41,18 @@ ICE_LITE=${JANUS_ICE_LITE:-false}
 SESSION_TIMEOUT=${JANUS_SESSION_TIMEOUT:-60}
 ROOM_BITRATE=${JANUS_ROOM_BITRATE:-0}
 
+# The Debian package, installed when it is missing (as scripts/test installs what the tests
+# need): a load tester's fresh machine runs the side-by-side bench with no setup of its own.
+if [[ ! -x $JANUS_BIN && $JANUS_BIN == /usr/bin/janus ]] && command -v apt-get >/dev/null; then
+    sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo -n)
+    export DEBIAN_FRONTEND=noninteractive
+    echo "janus is missing: installing the Debian package" >&2
+    # The package lists may be missing or stale on a fresh machine: update only when needed.
+    if ! "${sudo[@]}" apt-get install -y --no-install-recommends janus >&2; then
+        "${sudo[@]}" apt-get update >&2 && "${sudo[@]}" apt-get install -y --no-install-recommends janus >&2 || true
+    fi
+fi
 [[ -x $JANUS_BIN ]] || { echo "janus not found at $JANUS_BIN (apt-get install -y --no-install-recommends janus)" >&2; exit 1; }
 
 mkdir -p "$DIR"

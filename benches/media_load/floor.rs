@@ -103,7 +103,6 @@ pub async fn measure(server_cpus: Option<&str>, rate: u32, seconds: u64) -> Floo
         .await
         .expect("bind the probe socket");
     crate::rxstamp::enable(&socket);
-    let clock = crate::rxstamp::Clock::now();
     let n = (rate as u64 * seconds) as usize;
     let gap = Duration::from_nanos(1_000_000_000 / rate.max(1) as u64);
     let mut sent = vec![None::<Instant>; n];
@@ -119,7 +118,7 @@ pub async fn measure(server_cpus: Option<&str>, rate: u32, seconds: u64) -> Floo
         }
         let wake = if next < n { due } else { end };
         tokio::select! {
-            r = socket.async_io(Interest::READABLE, || crate::rxstamp::recv(&socket, &clock, &mut buf)) => {
+            r = socket.async_io(Interest::READABLE, || crate::rxstamp::recv(&socket, &mut buf)) => {
                 if let Ok((len, _, at)) = r {
                     if len == 8 {
                         let i = u64::from_be_bytes(buf[..8].try_into().expect("8 bytes")) as usize;

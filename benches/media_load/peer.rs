@@ -264,7 +264,6 @@ impl Peer {
         let epoch = totals.borrow().epoch;
         let mut st = State::new(&mut self.rtc, role, epoch, std::mem::take(&mut self.mids));
         let mut buf = vec![0u8; 2048];
-        let clock = crate::rxstamp::Clock::now();
         self.drain(&mut st, &totals, None);
         loop {
             if totals.borrow().stop {
@@ -275,11 +274,11 @@ impl Peer {
                 .next_wake()
                 .min(Instant::now() + Duration::from_millis(100));
             tokio::select! {
-                r = self.socket.async_io(Interest::READABLE, || crate::rxstamp::recv(&self.socket, &clock, &mut buf)) => {
+                r = self.socket.async_io(Interest::READABLE, || crate::rxstamp::recv(&self.socket, &mut buf)) => {
                     let Ok((n, from, at)) = r else { continue };
                     self.take(&mut st, &totals, &buf[..n], from, at);
                     // More that already arrived, without going back to the reactor.
-                    while let Ok((n, from, at)) = self.socket.try_io(Interest::READABLE, || crate::rxstamp::recv(&self.socket, &clock, &mut buf)) {
+                    while let Ok((n, from, at)) = self.socket.try_io(Interest::READABLE, || crate::rxstamp::recv(&self.socket, &mut buf)) {
                         self.take(&mut st, &totals, &buf[..n], from, at);
                     }
                 }
