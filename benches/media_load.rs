@@ -5,7 +5,7 @@
 //! cargo bench --bench media_load -- [--servers frontdesk,janus] [--shapes 1x10,1x50,10x10,25pairs]
 //!     [--seconds 10] [--warmup 2] [--rounds 1] [--fps 30] [--packets-per-frame 5] [--audio 50]
 //!     [--server-cpus 0] [--tool-cpus 1] [--workers N] [--worker-budget PCT]
-//!     [--ramp 5,10,20,40] [--floor 5]
+//!     [--ramp 5,10,20,40] [--floor 5] [--precise-pacing]
 //! ```
 //!
 //! A shape `PxS` is P calls, each with one publisher and S subscribers (frontdesk: the
@@ -48,6 +48,10 @@
 //! the packets per frame through the list given, on the first shape, to find the most one
 //! server forwards without loss.
 //!
+//! `--precise-pacing` has each publisher wake on a timer of its own (`media_load/pacer.rs`)
+//! instead of tokio's 1 ms ticks, on which every publisher of the tool wakes at once; by
+//! default the tick-aligned sending of the earlier figures is kept.
+//!
 //! `--worker-budget PCT` (with `--workers N`) caps each of frontdesk's media workers at PCT %
 //! of one CPU, each in a cgroup of its own, pinned one to a CPU of `--server-cpus`
 //! (`media_load/budget.rs`): one worker against two at the same budget shows what a second
@@ -67,6 +71,8 @@ mod floor;
 mod frontdesk;
 #[path = "media_load/janus.rs"]
 mod janus;
+#[path = "media_load/pacer.rs"]
+mod pacer;
 #[path = "media_load/peer.rs"]
 mod peer;
 #[path = "media_load/rxstamp.rs"]
@@ -185,6 +191,7 @@ struct Args {
     tool_cpus: Option<String>,
     workers: Option<usize>,
     worker_budget: Option<u32>,
+    precise_pacing: bool,
     ramp: Vec<u32>,
     floor_seconds: u64,
 }
@@ -208,6 +215,7 @@ fn args() -> Args {
         tool_cpus: None,
         workers: None,
         worker_budget: None,
+        precise_pacing: false,
         ramp: Vec::new(),
         floor_seconds: 5,
     };
@@ -236,6 +244,11 @@ fn args() -> Args {
             ("--worker-budget", Some(n)) => a.worker_budget = Some(n.clamp(1, 100) as u32),
             ("--ramp", _) => a.ramp = val.split(',').filter_map(|x| x.parse().ok()).collect(),
             ("--floor", Some(n)) => a.floor_seconds = n,
+            ("--precise-pacing", _) => {
+                a.precise_pacing = true;
+                i += 1;
+                continue;
+            }
             // `cargo bench` passes `--bench`; anything unknown is ignored.
             _ => {
                 i += 1;
@@ -530,6 +543,7 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     let rss_before = rss_kib(pid);
     let t_setup = Instant::now();
     let totals = Totals::new(epoch);
+    totals.borrow_mut().precise_pacing = a.precise_pacing;
     let mut setup = Setup::new(totals.clone());
     match &server {
         Server::Frontdesk(f) => f.setup(&mut setup, shape, epoch, rate).await,

@@ -78,6 +78,8 @@ pub struct Totals {
     /// which is what a latency tail is made of).
     pub keyframes_sent: u64,
     pub stop: bool,
+    /// Publishers wake on timers of their own, not on tokio's millisecond ticks.
+    pub precise_pacing: bool,
 }
 
 impl Totals {
@@ -100,6 +102,7 @@ impl Totals {
             keyframe_wait_us: Vec::new(),
             keyframes_sent: 0,
             stop: false,
+            precise_pacing: false,
         }))
     }
 
@@ -264,6 +267,10 @@ impl Peer {
         let epoch = totals.borrow().epoch;
         let mut st = State::new(&mut self.rtc, role, epoch, std::mem::take(&mut self.mids));
         let mut buf = vec![0u8; 2048];
+        // A publisher paces on a timer of its own when asked (`media_load/pacer.rs`).
+        let timer = (st.rate().is_some() && totals.borrow().precise_pacing)
+            .then(crate::pacer::Timer::new)
+            .and_then(Result::ok);
         self.drain(&mut st, &totals, None);
         loop {
             if totals.borrow().stop {
@@ -282,7 +289,7 @@ impl Peer {
                         self.take(&mut st, &totals, &buf[..n], from, at);
                     }
                 }
-                () = tokio::time::sleep_until(wake.into()) => {
+                () = crate::pacer::sleep_until(timer.as_ref(), wake) => {
                     let now = Instant::now();
                     if now >= st.rtc_deadline {
                         let _ = self.rtc.handle_input(Input::Timeout(now));
