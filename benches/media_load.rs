@@ -136,8 +136,6 @@ pub struct Setup {
     pub keep: Vec<Box<dyn std::any::Any>>,
     pub peers: usize,
     pub subscribers: usize,
-    /// Calls by the server port their media went to (frontdesk: one port per media worker).
-    pub calls_per_port: std::collections::BTreeMap<u16, usize>,
 }
 
 impl Setup {
@@ -147,7 +145,6 @@ impl Setup {
             keep: Vec::new(),
             peers: 0,
             subscribers: 0,
-            calls_per_port: Default::default(),
         }
     }
 
@@ -382,7 +379,8 @@ struct Outcome {
     /// approximate, as the workers publish their counters once a second).
     coalesced_share: Option<f64>,
     connect_s: f64,
-    /// How many calls each media worker held (frontdesk, by the port of its answer).
+    /// How many calls each media worker held at the window's end (frontdesk's
+    /// `frontdesk_media_worker_calls`).
     calls_per_worker: Vec<usize>,
     /// Under `--worker-budget`: each worker's CPU and throttling in the window, the budget
     /// and each worker's CPU.
@@ -551,7 +549,6 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     };
     setup.connected().await;
     let (n_peers, n_subs) = (setup.peers, setup.subscribers);
-    let calls_per_worker: Vec<usize> = setup.calls_per_port.values().copied().collect();
     let connect_s = t_setup.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(a.warmup)).await;
 
@@ -662,7 +659,7 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
         keyframe_wait_p99_ms: common::percentile(&waits, 0.99),
         keyframes_sent: t.keyframes_sent,
         connect_s,
-        calls_per_worker,
+        calls_per_worker: metrics1.worker_calls,
         worker_use,
         budget: budget_of,
     };
@@ -793,11 +790,7 @@ fn table(outcomes: &[Outcome]) {
 fn main() {
     let a = args();
     if let Some(cpus) = &a.tool_cpus {
-        let ok = std::process::Command::new("taskset")
-            .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
+        let ok = common::taskset_pid(&["-a"], cpus, std::process::id());
         assert!(ok, "taskset could not pin the tool to CPUs {cpus}");
     }
     let rt = tokio::runtime::Builder::new_current_thread()

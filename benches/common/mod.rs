@@ -18,13 +18,7 @@ pub fn rss_kib(pid: u32) -> u64 {
 
 /// utime + stime of a process, in clock ticks (100 per second).
 pub fn cpu_ticks(pid: u32) -> u64 {
-    stat_ticks(&format!("/proc/{pid}/stat"))
-}
-
-/// User + system clock ticks from a `stat` file of `/proc` (a process's, or one thread's
-/// under `/proc/<pid>/task/<tid>/stat`).
-pub fn stat_ticks(path: &str) -> u64 {
-    let s = std::fs::read_to_string(path).unwrap_or_default();
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
@@ -37,6 +31,13 @@ pub fn stat_ticks(path: &str) -> u64 {
 /// tick is 5 %), but a thread that ends takes its time with it: a caller compares the thread
 /// sets of its two readings before it trusts their difference.
 pub fn cpu_ns(pid: u32) -> (u64, Vec<u32>) {
+    let tids = thread_ids(pid);
+    let ns = tids.iter().map(|&tid| thread_cpu_ns(pid, tid)).sum();
+    (ns, tids)
+}
+
+/// The thread ids of a process, ascending (the order they were started in, short of wrap).
+pub fn thread_ids(pid: u32) -> Vec<u32> {
     let mut tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|d| {
             d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
@@ -44,16 +45,26 @@ pub fn cpu_ns(pid: u32) -> (u64, Vec<u32>) {
         })
         .unwrap_or_default();
     tids.sort_unstable();
-    let ns = tids
-        .iter()
-        .map(|tid| {
-            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))
-                .ok()
-                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-                .unwrap_or(0)
-        })
-        .sum();
-    (ns, tids)
+    tids
+}
+
+/// One thread's on-CPU time in nanoseconds (0 once it is gone).
+pub fn thread_cpu_ns(pid: u32, tid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `taskset -p -c CPUS ID` (add `-a` in `extra` for every thread of a process); true if it
+/// worked.
+pub fn taskset_pid(extra: &[&str], cpus: &str, id: u32) -> bool {
+    std::process::Command::new("taskset")
+        .args(extra)
+        .args(["-p", "-c", cpus, &id.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 pub fn now_s() -> i64 {

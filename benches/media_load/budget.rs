@@ -40,7 +40,7 @@ pub struct WorkerUse {
 /// Counters of one worker at one moment.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WorkerTicks {
-    ticks: u64,
+    cpu_ns: u64,
     periods: u64,
     throttled: u64,
 }
@@ -48,7 +48,7 @@ pub struct WorkerTicks {
 impl WorkerTicks {
     pub fn since(&self, before: &WorkerTicks) -> WorkerUse {
         WorkerUse {
-            cpu_s: self.ticks.saturating_sub(before.ticks) as f64 / 100.0,
+            cpu_s: self.cpu_ns.saturating_sub(before.cpu_ns) as f64 / 1e9,
             periods: self.periods.saturating_sub(before.periods),
             throttled: self.throttled.saturating_sub(before.throttled),
         }
@@ -111,11 +111,7 @@ impl Budget {
                         .unwrap_or(0)
                 };
                 WorkerTicks {
-                    // The thread's own line (/proc/<tid>/stat would be the whole process's).
-                    ticks: crate::common::stat_ticks(&format!(
-                        "/proc/{}/task/{}/stat",
-                        self.pid, w.tid
-                    )),
+                    cpu_ns: crate::common::thread_cpu_ns(self.pid, w.tid),
                     periods: field("nr_periods"),
                     throttled: field("nr_throttled"),
                 }
@@ -160,15 +156,13 @@ fn cpu_controller_mount() -> Option<PathBuf> {
 fn media_threads(pid: u32, want: usize) -> Result<Vec<u32>, String> {
     let until = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
-            .map_err(|e| format!("reading the server's threads: {e}"))?
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .filter(|tid: &u32| {
+        let tids: Vec<u32> = crate::common::thread_ids(pid)
+            .into_iter()
+            .filter(|tid| {
                 std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
                     .is_ok_and(|c| c.trim_end() == WORKER_COMM)
             })
             .collect();
-        tids.sort_unstable();
         if tids.len() >= want {
             return Ok(tids);
         }
@@ -182,13 +176,9 @@ fn media_threads(pid: u32, want: usize) -> Result<Vec<u32>, String> {
     }
 }
 
-/// Pins one thread to one CPU (`taskset -p` on a thread id).
+/// Pins one thread to one CPU.
 fn pin(tid: u32, cpu: usize) -> Result<(), String> {
-    let ok = std::process::Command::new("taskset")
-        .args(["-p", "-c", &cpu.to_string(), &tid.to_string()])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    ok.then_some(())
+    crate::common::taskset_pid(&[], &cpu.to_string(), tid)
+        .then_some(())
         .ok_or_else(|| format!("taskset could not pin media worker {tid} to CPU {cpu}"))
 }

@@ -114,6 +114,11 @@ impl Frontdesk {
                     Some((le, n.trim().parse().ok()?))
                 })
                 .collect(),
+            worker_calls: body
+                .lines()
+                .filter_map(|l| l.strip_prefix("frontdesk_media_worker_calls{worker=\""))
+                .filter_map(|l| l.split_once("\"} ")?.1.trim().parse().ok())
+                .collect(),
             coalesced: counter("frontdesk_media_datagrams_coalesced_total"),
             forwarded: counter("frontdesk_media_packets_forwarded_total"),
         }
@@ -192,20 +197,13 @@ impl Frontdesk {
                     },
                 ),
             };
-            for (i, (sig, role)) in [(&mut visitor, visitor_role), (&mut agent, agent_role)]
-                .into_iter()
-                .enumerate()
-            {
+            for (sig, role) in [(&mut visitor, visitor_role), (&mut agent, agent_role)] {
                 let (mut peer, offer, pending) = Peer::offerer(epoch, direction(&role)).await;
                 let answer = sig
                     .request(json!({"type": "media_offer", "call_id": call_id, "sdp": offer}))
                     .await;
-                let sdp = answer["sdp"].as_str().expect("sdp");
-                if i == 0 {
-                    // The worker that holds the call, by the port its candidate names.
-                    *setup.calls_per_port.entry(candidate_port(sdp)).or_default() += 1;
-                }
-                peer.accept_answer(pending, sdp).expect("the SFU's answer");
+                peer.accept_answer(pending, answer["sdp"].as_str().expect("sdp"))
+                    .expect("the SFU's answer");
                 setup.run(peer, role);
             }
             if let Shape::Broadcast { subscribers, .. } = shape {
@@ -226,18 +224,6 @@ impl Frontdesk {
         }
         setup.keep.push(Box::new(admin));
     }
-}
-
-/// The port of the first host candidate of an SDP (0 when it names none).
-fn candidate_port(sdp: &str) -> u16 {
-    sdp.lines()
-        .filter_map(|l| l.strip_prefix("a=candidate:"))
-        .find_map(|c| {
-            // foundation component transport priority address port typ host
-            let f: Vec<&str> = c.split_whitespace().collect();
-            (f.get(7) == Some(&"host")).then(|| f.get(5)?.parse().ok())?
-        })
-        .unwrap_or(0)
 }
 
 /// A signaling connection: a task reads and writes the socket (so pings are answered), this
@@ -342,6 +328,8 @@ pub struct Metrics {
     /// The forwarding-delay histogram (`frontdesk_media_forward_delay_seconds`): (upper bound
     /// in µs, cumulative count), the last bound infinite.
     pub forward_delay: Vec<(f64, u64)>,
+    /// Calls each media worker holds (`frontdesk_media_worker_calls`), by worker.
+    pub worker_calls: Vec<usize>,
     /// Datagrams sent as segments of UDP GSO sends.
     pub coalesced: u64,
     /// Packets forwarded.
