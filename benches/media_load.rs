@@ -5,7 +5,7 @@
 //! cargo bench --bench media_load -- [--servers frontdesk,janus] [--shapes 1x10,1x50,10x10,25pairs]
 //!     [--seconds 10] [--warmup 2] [--rounds 1] [--fps 30] [--packets-per-frame 5] [--audio 50]
 //!     [--server-cpus 0] [--tool-cpus 1] [--workers N] [--worker-budget PCT]
-//!     [--ramp 5,10,20,40] [--floor 5] [--precise-pacing]
+//!     [--ramp 5,10,20,40] [--floor 5] [--pacing tick|precise|tokio]
 //! ```
 //!
 //! A shape `PxS` is P calls, each with one publisher and S subscribers (frontdesk: the
@@ -48,9 +48,10 @@
 //! the packets per frame through the list given, on the first shape, to find the most one
 //! server forwards without loss.
 //!
-//! `--precise-pacing` has each publisher wake on a timer of its own (`media_load/pacer.rs`)
-//! instead of tokio's 1 ms ticks, on which every publisher of the tool wakes at once; by
-//! default the tick-aligned sending of the earlier figures is kept.
+//! `--pacing` says when publishers wake (`media_load/pacer.rs`): `tick` (the default), all
+//! together on an exact 1 ms grid; `precise` (or `--precise-pacing`), each packet at its own
+//! time; `tokio`, on tokio's timer, whose late ticks send two milliseconds' packets at once
+//! (the figures before 2026-12-06 05:00 UTC were taken so).
 //!
 //! `--worker-budget PCT` (with `--workers N`) caps each of frontdesk's media workers at PCT %
 //! of one CPU, each in a cgroup of its own, pinned one to a CPU of `--server-cpus`
@@ -83,6 +84,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use common::{cpu_ns, cpu_ticks, rss_kib};
+use pacer::Pacing;
 use peer::{Peer, Rate, Role, Totals};
 
 /// The shape of a run.
@@ -188,7 +190,7 @@ struct Args {
     tool_cpus: Option<String>,
     workers: Option<usize>,
     worker_budget: Option<u32>,
-    precise_pacing: bool,
+    pacing: Pacing,
     ramp: Vec<u32>,
     floor_seconds: u64,
 }
@@ -212,7 +214,7 @@ fn args() -> Args {
         tool_cpus: None,
         workers: None,
         worker_budget: None,
-        precise_pacing: false,
+        pacing: Pacing::Tick,
         ramp: Vec::new(),
         floor_seconds: 5,
     };
@@ -241,8 +243,12 @@ fn args() -> Args {
             ("--worker-budget", Some(n)) => a.worker_budget = Some(n.clamp(1, 100) as u32),
             ("--ramp", _) => a.ramp = val.split(',').filter_map(|x| x.parse().ok()).collect(),
             ("--floor", Some(n)) => a.floor_seconds = n,
+            ("--pacing", _) => {
+                a.pacing = Pacing::parse(&val)
+                    .unwrap_or_else(|| panic!("--pacing {val:?}: tick, precise or tokio"))
+            }
             ("--precise-pacing", _) => {
-                a.precise_pacing = true;
+                a.pacing = Pacing::Precise;
                 i += 1;
                 continue;
             }
@@ -371,6 +377,9 @@ struct Outcome {
     first_p99_us: f64,
     spread_p50_us: f64,
     spread_p99_us: f64,
+    /// How late publishers wrote their packets against their schedule (the tool's own delay).
+    late_p50_us: f64,
+    late_p99_us: f64,
     /// The server's own share of the trip, from its `/metrics` (frontdesk only): arrival at
     /// its socket to the copies leaving it.
     own_p50_us: Option<f64>,
@@ -457,6 +466,10 @@ impl Outcome {
             "  per packet: first copy p50 {:.0} µs, p99 {:.0} µs; first to last copy (the fan-out) p50 {:.0} µs, p99 {:.0} µs",
             self.first_p50_us, self.first_p99_us, self.spread_p50_us, self.spread_p99_us
         );
+        println!(
+            "  publishers' own lateness (written after the packet's due time): p50 {:.0} µs, p99 {:.0} µs",
+            self.late_p50_us, self.late_p99_us
+        );
         if let (Some(p50), Some(p99)) = (self.own_p50_us, self.own_p99_us) {
             println!(
                 "  the server's own share (its socket's arrival stamp to each copy sent, from /metrics): p50 {p50:.0} µs, p99 {p99:.0} µs"
@@ -541,7 +554,7 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     let rss_before = rss_kib(pid);
     let t_setup = Instant::now();
     let totals = Totals::new(epoch);
-    totals.borrow_mut().precise_pacing = a.precise_pacing;
+    totals.borrow_mut().pacing = a.pacing;
     let mut setup = Setup::new(totals.clone());
     match &server {
         Server::Frontdesk(f) => f.setup(&mut setup, shape, epoch, rate).await,
@@ -650,6 +663,8 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
         first_p99_us: peer::quantile(&t.first_copy_us, 0.99),
         spread_p50_us: peer::quantile(&t.spread_us, 0.5),
         spread_p99_us: peer::quantile(&t.spread_us, 0.99),
+        late_p50_us: peer::quantile(&t.late_us, 0.5),
+        late_p99_us: peer::quantile(&t.late_us, 0.99),
         own_p50_us: bucket_quantile(&own, 0.5),
         own_p99_us: bucket_quantile(&own, 0.99),
         coalesced_share,
@@ -802,12 +817,13 @@ fn main() {
     let all = outcomes.clone();
     let floor = local.block_on(&rt, async move {
         println!(
-            "media load on {} CPUs, {}; server CPUs {}, tool CPUs {}",
+            "media load on {} CPUs, {}; server CPUs {}, tool CPUs {}; publishers paced on {}",
             // Counted from /proc/stat: this process may itself be pinned to fewer.
             cpu_times().len(),
             cpu_model(),
             a.server_cpus.as_deref().unwrap_or("any"),
             a.tool_cpus.as_deref().unwrap_or("any"),
+            a.pacing.name(),
         );
         let floor = if a.floor_seconds > 0 {
             let f = floor::measure(a.server_cpus.as_deref(), 200, a.floor_seconds).await;

@@ -1,11 +1,21 @@
-//! Sub-millisecond wake-ups for publishers (`--precise-pacing`).
+//! When publishers wake (`--pacing`).
 //!
-//! tokio's timers tick in whole milliseconds, so every publisher of the tool wakes on the same
-//! tick and the packets of all of them that fell due in that millisecond leave together: at
-//! 10×10 and 140,000 packets/s about 14 packets, 140 copies, reach the server at once. Ten
-//! browsers would not be in step like that. With this option each publisher sleeps on a
-//! `timerfd` of its own (CLOCK_MONOTONIC, which `Instant` reads on Linux) and sends each
-//! packet at its own time, as the spacing of `Rate` says.
+//! Each publisher sleeps on a `timerfd` of its own (CLOCK_MONOTONIC, which `Instant` reads on
+//! Linux), so it wakes within microseconds of the time it asks for:
+//!
+//! - [`Pacing::Tick`] (the default): on a grid of whole milliseconds from the run's epoch,
+//!   shared by every publisher, so all of them wake together each millisecond and send what
+//!   fell due since (at 10×10 and 140,000 packets/s about 14 packets, 140 copies, reach the
+//!   server at once, every millisecond).
+//! - [`Pacing::Precise`]: each packet at its own time, as the spacing of `Rate` says; ten
+//!   browsers are not in step, and neither are these publishers.
+//! - [`Pacing::Tokio`]: tokio's own timer, as the figures before 2026-12-06 05:00 UTC were
+//!   taken. It rounds a deadline up to its millisecond tick and looks at its timers only
+//!   when the tool's one thread gets round to it, so a tick the thread spent reading copies
+//!   is taken late and the next one's packets go with it: two milliseconds' packets in one
+//!   burst, irregularly (seen in `perf sched timehist` of the server's worker at 10×10, half
+//!   load: idle 1.2–1.5 ms, then busy a millisecond, where a steady 14 packets a millisecond
+//!   keep it busy half of each).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -13,13 +23,56 @@ use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
 
+/// How publishers are woken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pacing {
+    Tick,
+    Precise,
+    Tokio,
+}
+
+impl Pacing {
+    pub fn parse(s: &str) -> Option<Pacing> {
+        match s {
+            "tick" => Some(Pacing::Tick),
+            "precise" => Some(Pacing::Precise),
+            "tokio" => Some(Pacing::Tokio),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Pacing::Tick => "1 ms tick",
+            Pacing::Precise => "per packet",
+            Pacing::Tokio => "tokio's timer",
+        }
+    }
+}
+
+/// The grid [`Pacing::Tick`] wakes on.
+const TICK: Duration = Duration::from_millis(1);
+
 /// One publisher's timer.
 pub struct Timer {
     fd: AsyncFd<OwnedFd>,
+    /// With [`Pacing::Tick`], the epoch the grid counts from.
+    grid: Option<Instant>,
 }
 
 impl Timer {
-    pub fn new() -> io::Result<Timer> {
+    /// A timer for `pacing` (none for [`Pacing::Tokio`]); `epoch` is the run's, shared by
+    /// every publisher.
+    pub fn for_pacing(pacing: Pacing, epoch: Instant) -> Option<Timer> {
+        let grid = match pacing {
+            Pacing::Tokio => return None,
+            Pacing::Tick => Some(epoch),
+            Pacing::Precise => None,
+        };
+        Timer::new(grid).ok()
+    }
+
+    fn new(grid: Option<Instant>) -> io::Result<Timer> {
         // SAFETY: plain system call; the descriptor it returns is owned from here on.
         let raw = unsafe {
             libc::timerfd_create(
@@ -36,11 +89,16 @@ impl Timer {
         // as the AsyncFd that owns it lives.
         let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
             .map_err(|e| io::Error::other(e.to_string()))?;
-        Ok(Timer { fd })
+        Ok(Timer { fd, grid })
     }
 
-    /// Waits until `at` (at once if it has passed).
+    /// Waits until `at` (at once if it has passed), or on the grid, until the first tick at or
+    /// after `at`.
     pub async fn sleep_until(&self, at: Instant) {
+        let at = match self.grid {
+            Some(epoch) => on_grid(epoch, at),
+            None => at,
+        };
         // Zero would disarm the timer: a deadline that has passed waits 1 µs.
         let d = at
             .saturating_duration_since(Instant::now())
@@ -82,6 +140,14 @@ impl Timer {
             guard.clear_ready();
         }
     }
+}
+
+/// The first tick of the grid from `epoch` at or after `at`.
+fn on_grid(epoch: Instant, at: Instant) -> Instant {
+    let since = at.saturating_duration_since(epoch).as_nanos();
+    let tick = TICK.as_nanos();
+    let ticks = since.div_ceil(tick);
+    epoch + Duration::from_nanos((ticks * tick) as u64)
 }
 
 /// Waits until `at`: on `timer` when there is one, else on tokio's millisecond timer.

@@ -67,6 +67,10 @@ pub struct Totals {
     /// from the first copy to the last (the server's fan-out), µs histograms.
     pub first_copy_us: Vec<u32>,
     pub spread_us: Vec<u32>,
+    /// How late each packet in the window was written against its due time (its frame's
+    /// start plus its share of the frame, or its audio slot): the tool's own delay, which a
+    /// late publisher pays back as a burst.
+    pub late_us: Vec<u32>,
     /// Copies of a packet seen so far, by (publisher, send stamp): least and greatest
     /// latency (ns) and how many; removed when every subscriber has its copy.
     copies: HashMap<(u32, u64), (u64, u64, u64)>,
@@ -78,8 +82,8 @@ pub struct Totals {
     /// which is what a latency tail is made of).
     pub keyframes_sent: u64,
     pub stop: bool,
-    /// Publishers wake on timers of their own, not on tokio's millisecond ticks.
-    pub precise_pacing: bool,
+    /// When publishers wake.
+    pub pacing: crate::pacer::Pacing,
 }
 
 impl Totals {
@@ -96,13 +100,14 @@ impl Totals {
             latency_us: vec![0; HIST_US + 1],
             first_copy_us: vec![0; HIST_US + 1],
             spread_us: vec![0; HIST_US + 1],
+            late_us: vec![0; HIST_US + 1],
             copies: HashMap::new(),
             connected: 0,
             keyframe_ok: 0,
             keyframe_wait_us: Vec::new(),
             keyframes_sent: 0,
             stop: false,
-            precise_pacing: false,
+            pacing: crate::pacer::Pacing::Tick,
         }))
     }
 
@@ -267,10 +272,11 @@ impl Peer {
         let epoch = totals.borrow().epoch;
         let mut st = State::new(&mut self.rtc, role, epoch, std::mem::take(&mut self.mids));
         let mut buf = vec![0u8; 2048];
-        // A publisher paces on a timer of its own when asked (`media_load/pacer.rs`).
-        let timer = (st.rate().is_some() && totals.borrow().precise_pacing)
-            .then(crate::pacer::Timer::new)
-            .and_then(Result::ok);
+        // A publisher paces on a timer of its own (`media_load/pacer.rs`).
+        let pacing = totals.borrow().pacing;
+        let timer = st
+            .rate()
+            .and_then(|_| crate::pacer::Timer::for_pacing(pacing, epoch));
         self.drain(&mut st, &totals, None);
         loop {
             if totals.borrow().stop {
@@ -647,7 +653,8 @@ impl State {
                     self.frame_gap = frame / self.frame_total.max(1);
                     self.frames += 1;
                 }
-                if now < self.frame_at + self.frame_gap * self.frame_sent {
+                let due = self.frame_at + self.frame_gap * self.frame_sent;
+                if now < due {
                     break;
                 }
                 let first = self.frame_sent == 0;
@@ -681,6 +688,8 @@ impl State {
                     let mut t = totals.borrow_mut();
                     if t.in_window(stamp) {
                         t.sent_video[n] += 1;
+                        t.late_us[bucket(now.saturating_duration_since(due).as_nanos() as u64)] +=
+                            1;
                     }
                 }
             }
@@ -702,6 +711,8 @@ impl State {
                         let mut t = totals.borrow_mut();
                         if t.in_window(stamp) {
                             t.sent_audio[n] += 1;
+                            let late = now.saturating_duration_since(self.next_audio);
+                            t.late_us[bucket(late.as_nanos() as u64)] += 1;
                         }
                     }
                     self.next_audio += gap;
