@@ -467,7 +467,7 @@ impl Outcome {
             self.first_p50_us, self.first_p99_us, self.spread_p50_us, self.spread_p99_us
         );
         println!(
-            "  publishers' own lateness (written after the packet's due time): p50 {:.0} µs, p99 {:.0} µs",
+            "  publishers' own lateness (written after the time it was meant to leave): p50 {:.0} µs, p99 {:.0} µs",
             self.late_p50_us, self.late_p99_us
         );
         if let (Some(p50), Some(p99)) = (self.own_p50_us, self.own_p99_us) {

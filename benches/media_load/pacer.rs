@@ -142,6 +142,15 @@ impl Timer {
     }
 }
 
+/// When a packet due at `at` is meant to leave: on [`Pacing::Tick`] the first tick of the
+/// grid at or after it, else `at` itself (what tokio adds to it is its lateness).
+pub fn release(pacing: Pacing, epoch: Instant, at: Instant) -> Instant {
+    match pacing {
+        Pacing::Tick => on_grid(epoch, at),
+        Pacing::Precise | Pacing::Tokio => at,
+    }
+}
+
 /// The first tick of the grid from `epoch` at or after `at`.
 fn on_grid(epoch: Instant, at: Instant) -> Instant {
     let since = at.saturating_duration_since(epoch).as_nanos();

@@ -67,9 +67,10 @@ pub struct Totals {
     /// from the first copy to the last (the server's fan-out), µs histograms.
     pub first_copy_us: Vec<u32>,
     pub spread_us: Vec<u32>,
-    /// How late each packet in the window was written against its due time (its frame's
-    /// start plus its share of the frame, or its audio slot): the tool's own delay, which a
-    /// late publisher pays back as a burst.
+    /// How late each packet in the window was written against the time it was meant to leave
+    /// (its frame's start plus its share of the frame, or its audio slot; with the 1 ms tick,
+    /// the first tick from then): the tool's own delay, which a late publisher pays back as a
+    /// burst.
     pub late_us: Vec<u32>,
     /// Copies of a packet seen so far, by (publisher, send stamp): least and greatest
     /// latency (ns) and how many; removed when every subscriber has its copy.
@@ -87,6 +88,12 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// Counts a packet written at `now` that was due at `due` (see `late_us`).
+    fn record_late(&mut self, due: Instant, now: Instant) {
+        let meant = crate::pacer::release(self.pacing, self.epoch, due);
+        self.late_us[bucket(now.saturating_duration_since(meant).as_nanos() as u64)] += 1;
+    }
+
     pub fn new(epoch: Instant) -> Rc<RefCell<Totals>> {
         Rc::new(RefCell::new(Totals {
             epoch,
@@ -688,8 +695,7 @@ impl State {
                     let mut t = totals.borrow_mut();
                     if t.in_window(stamp) {
                         t.sent_video[n] += 1;
-                        t.late_us[bucket(now.saturating_duration_since(due).as_nanos() as u64)] +=
-                            1;
+                        t.record_late(due, now);
                     }
                 }
             }
@@ -711,8 +717,7 @@ impl State {
                         let mut t = totals.borrow_mut();
                         if t.in_window(stamp) {
                             t.sent_audio[n] += 1;
-                            let late = now.saturating_duration_since(self.next_audio);
-                            t.late_us[bucket(late.as_nanos() as u64)] += 1;
+                            t.record_late(self.next_audio, now);
                         }
                     }
                     self.next_audio += gap;
