@@ -5,7 +5,7 @@
 //! cargo bench --bench media_load -- [--servers frontdesk,janus] [--shapes 1x10,1x50,10x10,25pairs]
 //!     [--seconds 10] [--warmup 2] [--rounds 1] [--fps 30] [--packets-per-frame 5] [--audio 50]
 //!     [--server-cpus 0] [--tool-cpus 1] [--workers N] [--worker-budget PCT]
-//!     [--ramp 5,10,20,40] [--floor 5] [--pacing tick|precise|tokio]
+//!     [--ramp 5,10,20,40] [--floor 5] [--pacing tick|precise|tokio] [--publishers own|shared]
 //! ```
 //!
 //! A shape `PxS` is P calls, each with one publisher and S subscribers (frontdesk: the
@@ -51,7 +51,10 @@
 //! `--pacing` says when publishers wake (`media_load/pacer.rs`): `tick` (the default), all
 //! together on an exact 1 ms grid; `precise` (or `--precise-pacing`), each packet at its own
 //! time; `tokio`, on tokio's timer, whose late ticks send two milliseconds' packets at once
-//! (the figures before 2026-12-06 05:00 UTC were taken so).
+//! (the figures before 2026-12-06 18:57 UTC were taken so). `--publishers own` (the default)
+//! runs the publishers on a thread of their own at real-time priority, so that reading the
+//! subscribers' copies does not hold their sends back (`media_load/publishers.rs`); `shared`
+//! runs every peer on the tool's one thread, as the figures before 2026-12-06 20:00 UTC.
 //!
 //! `--worker-budget PCT` (with `--workers N`) caps each of frontdesk's media workers at PCT %
 //! of one CPU, each in a cgroup of its own, pinned one to a CPU of `--server-cpus`
@@ -76,6 +79,8 @@ mod janus;
 mod pacer;
 #[path = "media_load/peer.rs"]
 mod peer;
+#[path = "media_load/publishers.rs"]
+mod publishers;
 #[path = "media_load/rxstamp.rs"]
 mod rxstamp;
 
@@ -135,15 +140,22 @@ impl Shape {
 /// whatever must live as long as they do (signaling connections, the Janus session).
 pub struct Setup {
     pub totals: Rc<RefCell<Totals>>,
+    /// The publishers' thread (`--publishers own`), else publishers run on this one.
+    pub publishers: Option<publishers::Publishers>,
     pub keep: Vec<Box<dyn std::any::Any>>,
     pub peers: usize,
     pub subscribers: usize,
 }
 
 impl Setup {
-    pub fn new(totals: Rc<RefCell<Totals>>) -> Setup {
+    pub fn new(totals: Rc<RefCell<Totals>>, own_thread: bool) -> Setup {
+        let publishers = own_thread.then(|| {
+            let t = totals.borrow();
+            publishers::Publishers::start(t.epoch, t.shared.clone(), t.pacing)
+        });
         Setup {
             totals,
+            publishers,
             keep: Vec::new(),
             peers: 0,
             subscribers: 0,
@@ -158,6 +170,10 @@ impl Setup {
     /// Starts a negotiated peer.
     pub fn run(&mut self, peer: Peer, role: Role) {
         self.peers += 1;
+        if let (Some(p), Role::Publish { .. }) = (&self.publishers, role) {
+            p.run(peer, role);
+            return;
+        }
         if !matches!(role, Role::Publish { .. }) {
             self.subscribers += 1;
         }
@@ -167,11 +183,11 @@ impl Setup {
     /// Waits until every peer started so far is connected.
     pub async fn connected(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self.totals.borrow().connected < self.peers {
+        while self.totals.borrow().connected() < self.peers {
             assert!(
                 Instant::now() < deadline,
                 "{} of {} peers connected within 30 s",
-                self.totals.borrow().connected,
+                self.totals.borrow().connected(),
                 self.peers
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -191,6 +207,8 @@ struct Args {
     workers: Option<usize>,
     worker_budget: Option<u32>,
     pacing: Pacing,
+    /// Publishers on a thread of their own (`--publishers own`) or on the tool's one.
+    own_publisher_thread: bool,
     ramp: Vec<u32>,
     floor_seconds: u64,
 }
@@ -215,6 +233,7 @@ fn args() -> Args {
         workers: None,
         worker_budget: None,
         pacing: Pacing::Tick,
+        own_publisher_thread: true,
         ramp: Vec::new(),
         floor_seconds: 5,
     };
@@ -246,6 +265,13 @@ fn args() -> Args {
             ("--pacing", _) => {
                 a.pacing = Pacing::parse(&val)
                     .unwrap_or_else(|| panic!("--pacing {val:?}: tick, precise or tokio"))
+            }
+            ("--publishers", _) => {
+                a.own_publisher_thread = match val.as_str() {
+                    "own" => true,
+                    "shared" => false,
+                    _ => panic!("--publishers {val:?}: own or shared"),
+                }
             }
             ("--precise-pacing", _) => {
                 a.pacing = Pacing::Precise;
@@ -563,12 +589,17 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     let t_setup = Instant::now();
     let totals = Totals::new(epoch);
     totals.borrow_mut().pacing = a.pacing;
-    let mut setup = Setup::new(totals.clone());
+    let mut setup = Setup::new(totals.clone(), a.own_publisher_thread);
     match &server {
         Server::Frontdesk(f) => f.setup(&mut setup, shape, epoch, rate).await,
         Server::Janus(j) => j.setup(&mut setup, shape, epoch, rate).await,
     };
     setup.connected().await;
+    if let Some(p) = &setup.publishers {
+        if !p.realtime.load(std::sync::atomic::Ordering::Relaxed) {
+            println!("  (the publishers' thread runs at normal priority: SCHED_FIFO was refused)");
+        }
+    }
     let (n_peers, n_subs) = (setup.peers, setup.subscribers);
     let connect_s = t_setup.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(a.warmup)).await;
@@ -578,13 +609,16 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
         Server::Frontdesk(f) => f.metrics().await,
         Server::Janus(_) => Default::default(),
     };
-    let t0 = Instant::now();
+    // The window is set before it opens: the publishers' thread must not write a packet
+    // stamped inside it before it knows of it (its subscribers would count it, it would not).
+    let window = Duration::from_secs(a.seconds);
+    let t0 = Instant::now() + Duration::from_millis(20);
+    totals.borrow().set_window(stamp(t0), stamp(t0 + window));
+    tokio::time::sleep_until(t0.into()).await;
     let (cpu0, cores0, tool0) = (cpu_ticks(pid), cpu_times(), cpu_ticks(std::process::id()));
     let ns0 = cpu_ns(pid);
     let workers0 = server.budget().map(|b| b.ticks()).unwrap_or_default();
-    let window = Duration::from_secs(a.seconds);
-    totals.borrow_mut().window = Some((stamp(t0), stamp(t0 + window)));
-    tokio::time::sleep(window).await;
+    tokio::time::sleep_until((t0 + window).into()).await;
     let (cpu1, cores1, tool1) = (cpu_ticks(pid), cpu_times(), cpu_ticks(std::process::id()));
     let ns1 = cpu_ns(pid);
     // The exact per-thread sum when no thread came or went in the window, else the ticks.
@@ -620,9 +654,12 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
         .then(|| metrics1.coalesced.saturating_sub(metrics0.coalesced) as f64 / forwarded as f64);
     // What was sent in the window may still be on its way.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    totals.borrow_mut().stop = true;
+    totals.borrow().stop();
     totals.borrow_mut().finish_copies();
     tokio::time::sleep(Duration::from_millis(200)).await;
+    if let Some(p) = setup.publishers.take() {
+        p.finish(&mut totals.borrow_mut());
+    }
     drop(setup.keep);
 
     let cores: Vec<CoreShare> = cores0

@@ -9,7 +9,7 @@
 //!   server at once, every millisecond).
 //! - [`Pacing::Precise`]: each packet at its own time, as the spacing of `Rate` says; ten
 //!   browsers are not in step, and neither are these publishers.
-//! - [`Pacing::Tokio`]: tokio's own timer, as the figures before 2026-12-06 05:00 UTC were
+//! - [`Pacing::Tokio`]: tokio's own timer, as the figures before 2026-12-06 18:57 UTC were
 //!   taken. It rounds a deadline up to its millisecond tick and looks at its timers only
 //!   when the tool's one thread gets round to it, so a tick the thread spent reading copies
 //!   is taken late and the next one's packets go with it: two milliseconds' packets in one

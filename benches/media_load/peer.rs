@@ -11,6 +11,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
@@ -49,11 +51,22 @@ impl Rate {
     }
 }
 
-/// What every peer of the run adds to (one thread: `Rc<RefCell>`).
+/// What the tool's threads share for a run: the window, the stop and the connected count.
+#[derive(Default)]
+pub struct Shared {
+    /// Packets whose send time falls in `[start, end)` (ns since the epoch) are counted;
+    /// none while `end` is 0.
+    window_start: AtomicU64,
+    window_end: AtomicU64,
+    stop: AtomicBool,
+    connected: AtomicUsize,
+}
+
+/// What every peer of one thread of the tool adds to (`Rc<RefCell>`); the publishers'
+/// thread (`media_load/publishers.rs`) keeps its own, added in at the end of a run.
 pub struct Totals {
     pub epoch: Instant,
-    /// Packets whose send time falls in this window (ns since `epoch`) are counted.
-    pub window: Option<(u64, u64)>,
+    pub shared: Arc<Shared>,
     pub sent_video: Vec<u64>,
     pub sent_audio: Vec<u64>,
     /// Packets received per publisher (video, audio), and datagram bytes received.
@@ -75,14 +88,12 @@ pub struct Totals {
     /// Copies of a packet seen so far, by (publisher, send stamp): least and greatest
     /// latency (ns) and how many; removed when every subscriber has its copy.
     copies: HashMap<(u32, u64), (u64, u64, u64)>,
-    pub connected: usize,
     pub keyframe_ok: usize,
     /// From a subscriber's connection to its first complete keyframe, µs.
     pub keyframe_wait_us: Vec<u64>,
     /// Keyframes publishers began in the window (each is a burst of three frames' packets,
     /// which is what a latency tail is made of).
     pub keyframes_sent: u64,
-    pub stop: bool,
     /// When publishers wake.
     pub pacing: crate::pacer::Pacing,
 }
@@ -95,9 +106,18 @@ impl Totals {
     }
 
     pub fn new(epoch: Instant) -> Rc<RefCell<Totals>> {
+        Totals::with_shared(epoch, Arc::default(), crate::pacer::Pacing::Tick)
+    }
+
+    /// Totals for another thread of the same run.
+    pub fn with_shared(
+        epoch: Instant,
+        shared: Arc<Shared>,
+        pacing: crate::pacer::Pacing,
+    ) -> Rc<RefCell<Totals>> {
         Rc::new(RefCell::new(Totals {
             epoch,
-            window: None,
+            shared,
             sent_video: Vec::new(),
             sent_audio: Vec::new(),
             recv_video: Vec::new(),
@@ -109,13 +129,40 @@ impl Totals {
             spread_us: vec![0; HIST_US + 1],
             late_us: vec![0; HIST_US + 1],
             copies: HashMap::new(),
-            connected: 0,
             keyframe_ok: 0,
             keyframe_wait_us: Vec::new(),
             keyframes_sent: 0,
-            stop: false,
-            pacing: crate::pacer::Pacing::Tick,
+            pacing,
         }))
+    }
+
+    /// Counts packets whose send time falls in `[start, end)` from now on.
+    pub fn set_window(&self, start: u64, end: u64) {
+        self.shared.window_start.store(start, Ordering::Relaxed);
+        self.shared.window_end.store(end, Ordering::Release);
+    }
+
+    /// Tells every peer of every thread to stop.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.shared.stop.load(Ordering::Acquire)
+    }
+
+    /// Peers connected so far, in every thread.
+    pub fn connected(&self) -> usize {
+        self.shared.connected.load(Ordering::Acquire)
+    }
+
+    /// Makes room for publisher `n`'s send counts (another thread's totals learn of
+    /// publishers as their peers arrive).
+    fn make_room(&mut self, n: usize) {
+        if n >= self.sent_video.len() {
+            self.sent_video.resize(n + 1, 0);
+            self.sent_audio.resize(n + 1, 0);
+        }
     }
 
     /// A new publisher that `subscribers` peers receive; returns its number.
@@ -129,7 +176,8 @@ impl Totals {
     }
 
     fn in_window(&self, stamp: u64) -> bool {
-        self.window.is_some_and(|(a, b)| stamp >= a && stamp < b)
+        let end = self.shared.window_end.load(Ordering::Acquire);
+        end != 0 && stamp >= self.shared.window_start.load(Ordering::Relaxed) && stamp < end
     }
 
     /// The `p` quantile of the latency histogram, in µs.
@@ -192,6 +240,36 @@ pub struct Peer {
     socket: tokio::net::UdpSocket,
     addr: SocketAddr,
     mids: Vec<Mid>,
+}
+
+/// A negotiated peer on its way to another thread's runtime (its socket out of this one's).
+pub struct Parts {
+    rtc: Rtc,
+    socket: std::net::UdpSocket,
+    addr: SocketAddr,
+    mids: Vec<Mid>,
+}
+
+impl Peer {
+    /// Takes the peer out of this thread's runtime.
+    pub fn into_parts(self) -> std::io::Result<Parts> {
+        Ok(Parts {
+            rtc: self.rtc,
+            socket: self.socket.into_std()?,
+            addr: self.addr,
+            mids: self.mids,
+        })
+    }
+
+    /// The peer again, in the calling thread's runtime.
+    pub fn from_parts(p: Parts) -> std::io::Result<Peer> {
+        Ok(Peer {
+            rtc: p.rtc,
+            socket: tokio::net::UdpSocket::from_std(p.socket)?,
+            addr: p.addr,
+            mids: p.mids,
+        })
+    }
 }
 
 /// What a peer does once connected.
@@ -286,7 +364,7 @@ impl Peer {
             .and_then(|_| crate::pacer::Timer::for_pacing(pacing, epoch));
         self.drain(&mut st, &totals, None);
         loop {
-            if totals.borrow().stop {
+            if totals.borrow().stopped() {
                 self.rtc.disconnect();
                 return;
             }
@@ -559,7 +637,11 @@ impl State {
                 self.next_frame = now;
                 self.next_audio = now;
                 self.learn(rtc);
-                totals.borrow_mut().connected += 1;
+                totals
+                    .borrow()
+                    .shared
+                    .connected
+                    .fetch_add(1, Ordering::AcqRel);
             }
             // PLI or FIR: the next frame is a keyframe.
             Event::KeyframeRequest(_) => self.key_pending = true,
@@ -694,6 +776,7 @@ impl State {
                     wrote = true;
                     let mut t = totals.borrow_mut();
                     if t.in_window(stamp) {
+                        t.make_room(n);
                         t.sent_video[n] += 1;
                         t.record_late(due, now);
                     }
@@ -716,6 +799,7 @@ impl State {
                         wrote = true;
                         let mut t = totals.borrow_mut();
                         if t.in_window(stamp) {
+                            t.make_room(n);
                             t.sent_audio[n] += 1;
                             t.record_late(self.next_audio, now);
                         }

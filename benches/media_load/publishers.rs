@@ -1,0 +1,125 @@
+//! The publishers' thread (`--publishers own`, the default).
+//!
+//! On the tool's one thread, a publisher's timer is served only when the thread gets round to
+//! it: with the subscribers' copies to read (most of the tool's work), a publisher fell
+//! behind its 1 ms grid and paid the delay back as a burst — the server then saw two or more
+//! ticks' packets at once, and its latency tail measured the tool. Here publishers run on a
+//! thread of their own, at real-time priority (`SCHED_FIFO`) where the tool may set it, so
+//! their timers preempt the subscribers' thread on the tool's CPU: they write on time for as
+//! long as the tool's CPU has time at all. Participants of one-to-one calls both publish and
+//! receive on one connection and stay on the main thread.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use crate::pacer::Pacing;
+use crate::peer::{Parts, Peer, Role, Shared, Totals};
+
+/// What the publishers' thread counted (sent packets per publisher, lateness, keyframes).
+pub struct Sent {
+    pub sent_video: Vec<u64>,
+    pub sent_audio: Vec<u64>,
+    pub late_us: Vec<u32>,
+    pub keyframes_sent: u64,
+}
+
+/// The publishers' thread of one run.
+pub struct Publishers {
+    tx: Option<mpsc::UnboundedSender<(Box<Parts>, Role)>>,
+    thread: Option<JoinHandle<Sent>>,
+    /// Whether the thread runs at real-time priority.
+    pub realtime: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Publishers {
+    pub fn start(epoch: Instant, shared: Arc<Shared>, pacing: Pacing) -> Publishers {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Box<Parts>, Role)>();
+        let realtime = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let rt_flag = realtime.clone();
+        let thread = std::thread::Builder::new()
+            .name("publishers".into())
+            .spawn(move || {
+                rt_flag.store(set_realtime(), std::sync::atomic::Ordering::Relaxed);
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for the publishers' thread");
+                let local = tokio::task::LocalSet::new();
+                let totals = Totals::with_shared(epoch, shared, pacing);
+                let t = totals.clone();
+                local.block_on(&rt, async move {
+                    while let Some((parts, role)) = rx.recv().await {
+                        match Peer::from_parts(*parts) {
+                            Ok(peer) => {
+                                tokio::task::spawn_local(peer.run(role, t.clone()));
+                            }
+                            Err(e) => eprintln!("a publisher could not move threads: {e}"),
+                        }
+                    }
+                });
+                // Every publisher runs until the run's stop.
+                rt.block_on(local);
+                let t = totals.borrow();
+                Sent {
+                    sent_video: t.sent_video.clone(),
+                    sent_audio: t.sent_audio.clone(),
+                    late_us: t.late_us.clone(),
+                    keyframes_sent: t.keyframes_sent,
+                }
+            })
+            .expect("a thread for the publishers");
+        Publishers {
+            tx: Some(tx),
+            thread: Some(thread),
+            realtime,
+        }
+    }
+
+    /// Hands a negotiated publisher to the thread.
+    pub fn run(&self, peer: Peer, role: Role) {
+        let parts = peer
+            .into_parts()
+            .map(Box::new)
+            .unwrap_or_else(|e| panic!("a publisher's socket cannot leave the runtime: {e}"));
+        let sent = self.tx.as_ref().map(|tx| tx.send((parts, role)));
+        assert!(
+            matches!(sent, Some(Ok(()))),
+            "the publishers' thread is gone before the run's end"
+        );
+    }
+
+    /// Waits for the thread (after the run's stop) and adds what it counted to `into`.
+    pub fn finish(mut self, into: &mut Totals) {
+        self.tx = None;
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        match thread.join() {
+            Ok(sent) => {
+                for (i, (v, a)) in sent.sent_video.iter().zip(&sent.sent_audio).enumerate() {
+                    if let Some(x) = into.sent_video.get_mut(i) {
+                        *x += v;
+                    }
+                    if let Some(x) = into.sent_audio.get_mut(i) {
+                        *x += a;
+                    }
+                }
+                for (a, b) in into.late_us.iter_mut().zip(&sent.late_us) {
+                    *a += b;
+                }
+                into.keyframes_sent += sent.keyframes_sent;
+            }
+            Err(_) => eprintln!("the publishers' thread panicked"),
+        }
+    }
+}
+
+/// Puts the calling thread under `SCHED_FIFO` (priority 10); false where it may not.
+fn set_realtime() -> bool {
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: plain system call on the calling thread (pid 0) with a valid parameter.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
+}
