@@ -54,7 +54,7 @@
 //! (the figures before 2026-12-06 18:57 UTC were taken so). `--publishers own` (the default)
 //! runs the publishers on a thread of their own at real-time priority, so that reading the
 //! subscribers' copies does not hold their sends back (`media_load/publishers.rs`); `shared`
-//! runs every peer on the tool's one thread, as the figures before 2026-12-06 20:00 UTC.
+//! runs every peer on the tool's one thread, as the figures before 2026-12-06 19:46 UTC.
 //!
 //! `--worker-budget PCT` (with `--workers N`) caps each of frontdesk's media workers at PCT %
 //! of one CPU, each in a cgroup of its own, pinned one to a CPU of `--server-cpus`
