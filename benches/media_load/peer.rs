@@ -156,6 +156,25 @@ impl Totals {
         self.shared.connected.load(Ordering::Acquire)
     }
 
+    fn count_connected(&self) {
+        self.shared.connected.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Adds what another thread's publishers counted: packets sent, their lateness and the
+    /// keyframes begun (publishers are numbered across threads, so index `i` is the same one).
+    pub fn add_sent(&mut self, other: &Totals) {
+        for (a, b) in self.sent_video.iter_mut().zip(&other.sent_video) {
+            *a += b;
+        }
+        for (a, b) in self.sent_audio.iter_mut().zip(&other.sent_audio) {
+            *a += b;
+        }
+        for (a, b) in self.late_us.iter_mut().zip(&other.late_us) {
+            *a += b;
+        }
+        self.keyframes_sent += other.keyframes_sent;
+    }
+
     /// Makes room for publisher `n`'s send counts (another thread's totals learn of
     /// publishers as their peers arrive).
     fn make_room(&mut self, n: usize) {
@@ -637,11 +656,7 @@ impl State {
                 self.next_frame = now;
                 self.next_audio = now;
                 self.learn(rtc);
-                totals
-                    .borrow()
-                    .shared
-                    .connected
-                    .fetch_add(1, Ordering::AcqRel);
+                totals.borrow().count_connected();
             }
             // PLI or FIR: the next frame is a keyframe.
             Event::KeyframeRequest(_) => self.key_pending = true,

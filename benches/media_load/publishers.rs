@@ -9,6 +9,7 @@
 //! long as the tool's CPU has time at all. Participants of one-to-one calls both publish and
 //! receive on one connection and stay on the main thread.
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -18,18 +19,10 @@ use tokio::sync::mpsc;
 use crate::pacer::Pacing;
 use crate::peer::{Parts, Peer, Role, Shared, Totals};
 
-/// What the publishers' thread counted (sent packets per publisher, lateness, keyframes).
-pub struct Sent {
-    pub sent_video: Vec<u64>,
-    pub sent_audio: Vec<u64>,
-    pub late_us: Vec<u32>,
-    pub keyframes_sent: u64,
-}
-
 /// The publishers' thread of one run.
 pub struct Publishers {
     tx: Option<mpsc::UnboundedSender<(Box<Parts>, Role)>>,
-    thread: Option<JoinHandle<Sent>>,
+    thread: Option<JoinHandle<Totals>>,
     /// Whether the thread runs at real-time priority.
     pub realtime: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -62,13 +55,9 @@ impl Publishers {
                 });
                 // Every publisher runs until the run's stop.
                 rt.block_on(local);
-                let t = totals.borrow();
-                Sent {
-                    sent_video: t.sent_video.clone(),
-                    sent_audio: t.sent_audio.clone(),
-                    late_us: t.late_us.clone(),
-                    keyframes_sent: t.keyframes_sent,
-                }
+                Rc::into_inner(totals)
+                    .expect("every publisher's task ended with the LocalSet")
+                    .into_inner()
             })
             .expect("a thread for the publishers");
         Publishers {
@@ -98,20 +87,7 @@ impl Publishers {
             return;
         };
         match thread.join() {
-            Ok(sent) => {
-                for (i, (v, a)) in sent.sent_video.iter().zip(&sent.sent_audio).enumerate() {
-                    if let Some(x) = into.sent_video.get_mut(i) {
-                        *x += v;
-                    }
-                    if let Some(x) = into.sent_audio.get_mut(i) {
-                        *x += a;
-                    }
-                }
-                for (a, b) in into.late_us.iter_mut().zip(&sent.late_us) {
-                    *a += b;
-                }
-                into.keyframes_sent += sent.keyframes_sent;
-            }
+            Ok(sent) => into.add_sent(&sent),
             Err(_) => eprintln!("the publishers' thread panicked"),
         }
     }
