@@ -53,11 +53,8 @@
 //! time; `tokio`, on tokio's timer, whose late ticks send two milliseconds' packets at once
 //! (the figures before 2026-12-06 18:57 UTC were taken so). `--publishers own` (the default)
 //! runs the publishers on a thread of their own at real-time priority, so that reading the
-//! subscribers' copies does not hold their sends back (`media_load/publishers.rs`); a
-//! participant of a one-to-one call, which both publishes and receives, is split in two over
-//! its one connection, its sends on that thread (not with `--pacing precise`). `shared` runs
-//! every peer on the tool's one thread, as the figures before 2026-12-06 19:46 UTC (one-to-one
-//! participants stayed on it until 21:30 UTC).
+//! subscribers' copies does not hold their sends back (`media_load/publishers.rs`); `shared`
+//! runs every peer on the tool's one thread, as the figures before 2026-12-06 19:46 UTC.
 //!
 //! `--worker-budget PCT` (with `--workers N`) caps each of frontdesk's media workers at PCT %
 //! of one CPU, each in a cgroup of its own, pinned one to a CPU of `--server-cpus`
@@ -173,26 +170,14 @@ impl Setup {
     /// Starts a negotiated peer.
     pub fn run(&mut self, peer: Peer, role: Role) {
         self.peers += 1;
+        if let (Some(p), Role::Publish { .. }) = (&self.publishers, role) {
+            p.run(peer, role);
+            return;
+        }
         if !matches!(role, Role::Publish { .. }) {
             self.subscribers += 1;
         }
-        match (&self.publishers, role) {
-            (Some(p), Role::Publish { .. }) => p.run(peer, role),
-            // Per-packet pacing wakes the publishers' thread once a packet; with every
-            // participant of 25 calls on it, that real-time thread would leave the receiving
-            // halves no time to finish their handshakes.
-            (Some(p), Role::Both { .. }) if self.totals.borrow().pacing != Pacing::Precise => {
-                let epoch = self.totals.borrow().epoch;
-                let (send, recv) = peer
-                    .split(role, epoch)
-                    .unwrap_or_else(|e| panic!("a participant's socket cannot be shared: {e}"));
-                p.run_half(send);
-                tokio::task::spawn_local(recv.run(self.totals.clone()));
-            }
-            _ => {
-                tokio::task::spawn_local(peer.run(role, self.totals.clone()));
-            }
-        }
+        tokio::task::spawn_local(peer.run(role, self.totals.clone()));
     }
 
     /// Waits until every peer started so far is connected.

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
@@ -381,217 +381,86 @@ impl Peer {
         let timer = st
             .rate()
             .and_then(|_| crate::pacer::Timer::for_pacing(pacing, epoch));
-        let socket = &self.socket;
-        let send = |d: &[u8], to: SocketAddr| {
-            let _ = socket.try_send_to(d, to);
-        };
-        let rtc = &mut self.rtc;
-        let route = |from| (from, self.addr);
-        drain(rtc, &mut st, &totals, None, &send);
+        self.drain(&mut st, &totals, None);
         loop {
             if totals.borrow().stopped() {
-                rtc.disconnect();
+                self.rtc.disconnect();
                 return;
             }
             let wake = st
                 .next_wake()
                 .min(Instant::now() + Duration::from_millis(100));
             tokio::select! {
-                r = socket.async_io(Interest::READABLE, || crate::rxstamp::recv(socket, &mut buf)) => {
+                r = self.socket.async_io(Interest::READABLE, || crate::rxstamp::recv(&self.socket, &mut buf)) => {
                     let Ok((n, from, at)) = r else { continue };
-                    take(rtc, &mut st, &totals, &buf[..n], route(from), at, &send);
+                    self.take(&mut st, &totals, &buf[..n], from, at);
                     // More that already arrived, without going back to the reactor.
-                    while let Ok((n, from, at)) = socket.try_io(Interest::READABLE, || crate::rxstamp::recv(socket, &mut buf)) {
-                        take(rtc, &mut st, &totals, &buf[..n], route(from), at, &send);
+                    while let Ok((n, from, at)) = self.socket.try_io(Interest::READABLE, || crate::rxstamp::recv(&self.socket, &mut buf)) {
+                        self.take(&mut st, &totals, &buf[..n], from, at);
                     }
                 }
                 () = crate::pacer::sleep_until(timer.as_ref(), wake) => {
-                    wake_up(rtc, &mut st, &totals, &send);
-                }
-            }
-        }
-    }
-}
-
-/// Hands one datagram, which reached the socket at `at`, to `rtc` and polls it; `send` sends
-/// what it transmits.
-fn take(
-    rtc: &mut Rtc,
-    st: &mut State,
-    totals: &Rc<RefCell<Totals>>,
-    datagram: &[u8],
-    (from, to): (SocketAddr, SocketAddr),
-    at: Instant,
-    send: &dyn Fn(&[u8], SocketAddr),
-) {
-    let Ok(contents) = datagram.try_into() else {
-        return;
-    };
-    // str0m is told the time it runs at (its clock must not go back); the arrival stamp goes
-    // to the latency figures.
-    let input = Input::Receive(
-        Instant::now(),
-        Receive {
-            proto: Protocol::Udp,
-            source: from,
-            destination: to,
-            contents,
-        },
-    );
-    if rtc.handle_input(input).is_ok() {
-        drain(rtc, st, totals, Some((at, datagram.len())), send);
-    }
-}
-
-/// What a peer does when its timer fires: serves str0m's timers, writes the packets that are
-/// due and sends what that makes.
-fn wake_up(
-    rtc: &mut Rtc,
-    st: &mut State,
-    totals: &Rc<RefCell<Totals>>,
-    send: &dyn Fn(&[u8], SocketAddr),
-) {
-    let now = Instant::now();
-    if now >= st.rtc_deadline {
-        let _ = rtc.handle_input(Input::Timeout(now));
-    }
-    if st.publish(rtc, now, totals) {
-        // str0m's pacer hands out what was just written only after it is told the time: tell
-        // it now, so the packet leaves with its send stamp.
-        let _ = rtc.handle_input(Input::Timeout(Instant::now()));
-    }
-    drain(rtc, st, totals, None, send);
-}
-
-/// Polls `rtc` until it waits; `arrived` is the datagram just handed in (when, size).
-fn drain(
-    rtc: &mut Rtc,
-    st: &mut State,
-    totals: &Rc<RefCell<Totals>>,
-    arrived: Option<(Instant, usize)>,
-    send: &dyn Fn(&[u8], SocketAddr),
-) {
-    loop {
-        match rtc.poll_output() {
-            Ok(Output::Transmit(t)) => send(&t.contents, t.destination),
-            Ok(Output::Timeout(t)) => {
-                st.rtc_deadline = t;
-                return;
-            }
-            Ok(Output::Event(e)) => st.event(rtc, e, totals, arrived),
-            Err(_) => return,
-        }
-    }
-}
-
-/// A one-to-one participant's `Rtc` and state, which its two halves share (`Peer::split`).
-/// Each half holds the lock for one input and everything that input makes str0m put out, so
-/// every received packet's event is read by the half that handed the packet in.
-struct Linked {
-    rtc: Rtc,
-    st: State,
-}
-
-/// A one-to-one participant's sending half: it publishes and keeps str0m's timers, on the
-/// publishers' thread.
-pub struct SendHalf {
-    link: Arc<Mutex<Linked>>,
-    socket: std::net::UdpSocket,
-}
-
-/// A one-to-one participant's receiving half: it reads the socket, on the tool's main thread.
-pub struct RecvHalf {
-    link: Arc<Mutex<Linked>>,
-    socket: tokio::net::UdpSocket,
-    addr: SocketAddr,
-}
-
-fn lock(link: &Mutex<Linked>) -> std::sync::MutexGuard<'_, Linked> {
-    // A half that panicked leaves the run to fail on its counts; the state is still whole.
-    link.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Peer {
-    /// Splits a negotiated peer in two halves over one `Rtc`: one that sends (and drives
-    /// str0m's timers) and one that receives. A participant of a one-to-one call both
-    /// publishes and receives on one connection; split, its sends can run on the publishers'
-    /// thread and keep their grid while the main thread reads copies.
-    pub fn split(mut self, role: Role, epoch: Instant) -> std::io::Result<(SendHalf, RecvHalf)> {
-        let mids = std::mem::take(&mut self.mids);
-        let st = State::new(&mut self.rtc, role, epoch, mids);
-        let socket = self.socket.into_std()?;
-        let sender = socket.try_clone()?;
-        let link = Arc::new(Mutex::new(Linked { rtc: self.rtc, st }));
-        Ok((
-            SendHalf {
-                link: link.clone(),
-                socket: sender,
-            },
-            RecvHalf {
-                link,
-                socket: tokio::net::UdpSocket::from_std(socket)?,
-                addr: self.addr,
-            },
-        ))
-    }
-}
-
-impl SendHalf {
-    /// Publishes and serves str0m's timers until `totals.stop` (the receiving half
-    /// disconnects).
-    pub async fn run(self, totals: Rc<RefCell<Totals>>) {
-        let (epoch, pacing) = {
-            let t = totals.borrow();
-            (t.epoch, t.pacing)
-        };
-        let timer = crate::pacer::Timer::for_pacing(pacing, epoch);
-        let send = |d: &[u8], to: SocketAddr| {
-            let _ = self.socket.send_to(d, to);
-        };
-        loop {
-            let wake = lock(&self.link)
-                .st
-                .next_wake()
-                .min(Instant::now() + Duration::from_millis(100));
-            crate::pacer::sleep_until(timer.as_ref(), wake).await;
-            if totals.borrow().stopped() {
-                return;
-            }
-            let mut l = lock(&self.link);
-            let Linked { rtc, st } = &mut *l;
-            // Under the lock, which `wake_up` reads the time in: str0m's clock must not go
-            // back, and the other half may have just told it the time.
-            wake_up(rtc, st, &totals, &send);
-        }
-    }
-}
-
-impl RecvHalf {
-    /// Reads the socket until `totals.stop`, then disconnects.
-    pub async fn run(self, totals: Rc<RefCell<Totals>>) {
-        let mut buf = vec![0u8; 2048];
-        let send = |d: &[u8], to: SocketAddr| {
-            let _ = self.socket.try_send_to(d, to);
-        };
-        let input = |buf: &[u8], from: SocketAddr, at: Instant| {
-            let mut l = lock(&self.link);
-            let Linked { rtc, st } = &mut *l;
-            take(rtc, st, &totals, buf, (from, self.addr), at, &send);
-        };
-        loop {
-            if totals.borrow().stopped() {
-                lock(&self.link).rtc.disconnect();
-                return;
-            }
-            tokio::select! {
-                r = self.socket.async_io(Interest::READABLE, || crate::rxstamp::recv(&self.socket, &mut buf)) => {
-                    let Ok((n, from, at)) = r else { continue };
-                    input(&buf[..n], from, at);
-                    while let Ok((n, from, at)) = self.socket.try_io(Interest::READABLE, || crate::rxstamp::recv(&self.socket, &mut buf)) {
-                        input(&buf[..n], from, at);
+                    let now = Instant::now();
+                    if now >= st.rtc_deadline {
+                        let _ = self.rtc.handle_input(Input::Timeout(now));
                     }
+                    if st.publish(&mut self.rtc, now, &totals) {
+                        // str0m's pacer hands out what was just written only after it is told
+                        // the time: tell it now, so the packet leaves with its send stamp.
+                        let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+                    }
+                    self.drain(&mut st, &totals, None);
                 }
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+
+    /// Hands one datagram, which reached the socket at `at`, to the `Rtc` and polls it.
+    fn take(
+        &mut self,
+        st: &mut State,
+        totals: &Rc<RefCell<Totals>>,
+        datagram: &[u8],
+        from: SocketAddr,
+        at: Instant,
+    ) {
+        let Ok(contents) = datagram.try_into() else {
+            return;
+        };
+        // str0m is told the time it runs at (its clock must not go back); the arrival
+        // stamp goes to the latency figures.
+        let input = Input::Receive(
+            Instant::now(),
+            Receive {
+                proto: Protocol::Udp,
+                source: from,
+                destination: self.addr,
+                contents,
+            },
+        );
+        if self.rtc.handle_input(input).is_ok() {
+            self.drain(st, totals, Some((at, datagram.len())));
+        }
+    }
+
+    /// Polls the `Rtc` until it waits; `arrived` is the datagram just handed in (when, size).
+    fn drain(
+        &mut self,
+        st: &mut State,
+        totals: &Rc<RefCell<Totals>>,
+        arrived: Option<(Instant, usize)>,
+    ) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => {
+                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Timeout(t)) => {
+                    st.rtc_deadline = t;
+                    return;
+                }
+                Ok(Output::Event(e)) => st.event(&mut self.rtc, e, totals, arrived),
+                Err(_) => return,
             }
         }
     }

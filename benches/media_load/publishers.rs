@@ -7,8 +7,7 @@
 //! thread of their own, at real-time priority (`SCHED_FIFO`) where the tool may set it, so
 //! their timers preempt the subscribers' thread on the tool's CPU: they write on time for as
 //! long as the tool's CPU has time at all. Participants of one-to-one calls both publish and
-//! receive on one connection: each is split in two over one `Rtc` (`Peer::split`), its sending
-//! half here and its receiving half on the main thread.
+//! receive on one connection and stay on the main thread.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -18,19 +17,11 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use crate::pacer::Pacing;
-use crate::peer::{Parts, Peer, Role, SendHalf, Shared, Totals};
-
-/// What the publishers' thread is handed.
-enum Job {
-    /// A publisher, whole.
-    Peer(Box<Parts>, Role),
-    /// The sending half of a one-to-one call's participant.
-    Half(SendHalf),
-}
+use crate::peer::{Parts, Peer, Role, Shared, Totals};
 
 /// The publishers' thread of one run.
 pub struct Publishers {
-    tx: Option<mpsc::UnboundedSender<Job>>,
+    tx: Option<mpsc::UnboundedSender<(Box<Parts>, Role)>>,
     thread: Option<JoinHandle<Totals>>,
     /// Whether the thread runs at real-time priority.
     pub realtime: Arc<std::sync::atomic::AtomicBool>,
@@ -38,7 +29,7 @@ pub struct Publishers {
 
 impl Publishers {
     pub fn start(epoch: Instant, shared: Arc<Shared>, pacing: Pacing) -> Publishers {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Box<Parts>, Role)>();
         let realtime = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let rt_flag = realtime.clone();
         let thread = std::thread::Builder::new()
@@ -53,17 +44,12 @@ impl Publishers {
                 let totals = Totals::with_shared(epoch, shared, pacing);
                 let t = totals.clone();
                 local.block_on(&rt, async move {
-                    while let Some(job) = rx.recv().await {
-                        match job {
-                            Job::Peer(parts, role) => match Peer::from_parts(*parts) {
-                                Ok(peer) => {
-                                    tokio::task::spawn_local(peer.run(role, t.clone()));
-                                }
-                                Err(e) => eprintln!("a publisher could not move threads: {e}"),
-                            },
-                            Job::Half(half) => {
-                                tokio::task::spawn_local(half.run(t.clone()));
+                    while let Some((parts, role)) = rx.recv().await {
+                        match Peer::from_parts(*parts) {
+                            Ok(peer) => {
+                                tokio::task::spawn_local(peer.run(role, t.clone()));
                             }
+                            Err(e) => eprintln!("a publisher could not move threads: {e}"),
                         }
                     }
                 });
@@ -87,16 +73,7 @@ impl Publishers {
             .into_parts()
             .map(Box::new)
             .unwrap_or_else(|e| panic!("a publisher's socket cannot leave the runtime: {e}"));
-        self.send(Job::Peer(parts, role));
-    }
-
-    /// Hands the sending half of a one-to-one call's participant to the thread.
-    pub fn run_half(&self, half: SendHalf) {
-        self.send(Job::Half(half));
-    }
-
-    fn send(&self, job: Job) {
-        let sent = self.tx.as_ref().map(|tx| tx.send(job));
+        let sent = self.tx.as_ref().map(|tx| tx.send((parts, role)));
         assert!(
             matches!(sent, Some(Ok(()))),
             "the publishers' thread is gone before the run's end"
