@@ -10,8 +10,8 @@
 //! two peers make a one-to-one call, one sender and N `recvonly` peers a broadcast.
 //!
 //! str0m receives every packet (SRTP, RTCP, keyframe requests, reports). What is forwarded to a
-//! receiver whose DTLS negotiated AES-GCM, the core seals itself with keys from that receiver's
-//! handshake (module `srtp`), and answers NACKs for it; str0m sends one packet per track every
+//! receiver, the core seals itself with keys from that receiver's handshake (module `srtp`:
+//! AES-GCM or AES-CM, whichever it negotiated), and answers NACKs for it; str0m sends one packet per track every
 //! 500 ms so that its sender reports stay current, and the core adds its own packets to the
 //! counts in those reports. ARCHITECTURE.md has the reasoning.
 //!
@@ -331,7 +331,7 @@ struct Peer {
     dirty: bool,
     /// The SRTP keys its DTLS handshake exports ([`dtls`]), until they are taken.
     keying: Option<dtls::KeyingSlot>,
-    /// The core's own SRTP for it, once DTLS is up (AES-GCM profiles only).
+    /// The core's own SRTP for it, once DTLS is up.
     fast: Option<srtp::FastSrtp>,
     /// Protocol, local and remote address of the path str0m last sent DTLS or SRTP on.
     route: Option<(Protocol, SocketAddr, SocketAddr)>,

@@ -1,5 +1,6 @@
 //! The core's own SRTP: sealing forwarded RTP and reading the SRTCP its receivers send back,
-//! for peers that negotiated an AEAD (AES-GCM, RFC 7714) profile.
+//! for every profile str0m negotiates: AEAD_AES_256_GCM and AEAD_AES_128_GCM (RFC 7714), and
+//! AES128_CM_HMAC_SHA1_80 (RFC 3711).
 //!
 //! Why it exists: given a packet to forward, str0m's send path queues it per receiver, must be
 //! told the time before its pacer lets it go, then writes the header, copies the packet into
@@ -7,9 +8,9 @@
 //! the in-memory bench, where the sealing itself is a quarter. Sealing here, from the keys the
 //! DTLS handshake exported ([`crate::dtls`]), is the header, the AEAD and nothing else.
 //!
-//! Sharing the keys with str0m is safe because an AEAD nonce is (SSRC, rollover counter,
-//! sequence number) for RTP and (SSRC, SRTCP index) for SRTCP, and no nonce seals two
-//! plaintexts that both leave: for a forwarded stream the core picks every sequence number and
+//! Sharing the keys with str0m is safe because a nonce (the AEAD's, or AES-CM's counter block)
+//! is (SSRC, rollover counter, sequence number) for RTP and (SSRC, SRTCP index) for SRTCP, and
+//! no nonce seals two plaintexts that both leave: for a forwarded stream the core picks every sequence number and
 //! gives each to exactly one of the two paths. This module *opens* the receivers' SRTCP — with
 //! its own context, str0m opening the same datagram with its own — to read the NACKs that ask
 //! for packets str0m never saw. And it rewrites str0m's sender reports before they leave
@@ -18,25 +19,35 @@
 //! sent, and seals it again under str0m's index. That nonce seals two plaintexts, but the
 //! first sealing is replaced in memory and never sent, so only one is ever seen.
 //!
-//! AES-CM/HMAC-SHA1 (`AES128_CM_SHA1_80`) peers keep str0m's path: every current browser
-//! offers the GCM profiles and str0m prefers them.
+//! Every current browser offers the GCM profiles and str0m prefers them; AES-CM/HMAC-SHA1
+//! (`AES128_CM_SHA1_80`) is what a client without them gets (libsrtp builds without OpenSSL,
+//! some native and gateway clients). Its packets carry a 10-byte HMAC-SHA1 tag after the
+//! (counter-mode) encrypted payload, and an SRTCP datagram its index before the tag rather
+//! than after it.
 
 use str0m::crypto::dtls::SrtpProfile;
 use str0m::crypto::{
-    AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256GcmCipher, CryptoError, CryptoProvider,
-    SrtpProvider,
+    AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256GcmCipher, Aes128CmSha1_80,
+    Aes128CmSha1_80Cipher, CryptoError, CryptoProvider, Sha1HmacProvider, SrtpProvider,
 };
 
 use crate::dtls::Keying;
 
 /// The AEAD tag length of both GCM profiles.
 pub(crate) const TAG_LEN: usize = 16;
+/// The HMAC-SHA1 tag length of AES128_CM_SHA1_80 (80 bits).
+const CM_TAG_LEN: usize = Aes128CmSha1_80::HMAC_TAG_LEN;
+/// Master salt lengths: the GCM profiles' (RFC 7714 §12) and AES-CM's (RFC 3711 §8.2).
+const GCM_SALT_LEN: usize = 12;
+const CM_SALT_LEN: usize = 14;
 /// SRTCP's trailing E flag and 31-bit index.
 const SRTCP_INDEX_LEN: usize = 4;
 /// Key derivation labels (RFC 3711 §4.3.2).
 const LABEL_RTP_KEY: u8 = 0;
+const LABEL_RTP_AUTH: u8 = 1;
 const LABEL_RTP_SALT: u8 = 2;
 const LABEL_RTCP_KEY: u8 = 3;
+const LABEL_RTCP_AUTH: u8 = 4;
 const LABEL_RTCP_SALT: u8 = 5;
 /// Remote senders of SRTCP whose last index is remembered (a receiver sends from one or two).
 const MAX_RTCP_SENDERS: usize = 8;
@@ -52,14 +63,34 @@ struct Aead {
     salt: [u8; 12],
 }
 
+/// One direction's AES-CM/HMAC-SHA1: session key (in the cipher), salt and authentication key.
+struct Cm {
+    cipher: Box<dyn Aes128CmSha1_80Cipher>,
+    salt: [u8; 14],
+    auth: [u8; 20],
+    hmac: &'static dyn Sha1HmacProvider,
+}
+
+impl Drop for Cm {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.auth);
+    }
+}
+
+/// One direction's context, for the profile the peer negotiated.
+enum Ctx {
+    Gcm(Aead),
+    Cm(Cm),
+}
+
 /// A peer's SRTP as the core's forwarding path needs it: sealing RTP to the peer, opening
 /// SRTCP from it.
 pub(crate) struct FastSrtp {
-    rtp_out: Aead,
-    rtcp_in: Aead,
+    rtp_out: Ctx,
+    rtcp_in: Ctx,
     /// This side's SRTCP (str0m seals it), opened and sealed again to amend sender reports.
-    rtcp_out_open: Aead,
-    rtcp_out_seal: Aead,
+    rtcp_out_open: Ctx,
+    rtcp_out_seal: Ctx,
     /// (sender SSRC, highest SRTCP index accepted): a replayed or reordered report is
     /// ignored here (str0m still gets it and judges it by its own window).
     rtcp_seen: Vec<(u32, u32)>,
@@ -83,11 +114,17 @@ pub(crate) enum OpenError {
 }
 
 impl FastSrtp {
-    /// The contexts for `keying`, or `None` if its profile is not an AEAD one.
+    /// The contexts for `keying`, or `None` if its profile is one this does not know or its
+    /// material is not that profile's length.
     pub(crate) fn new(crypto: &CryptoProvider, keying: &Keying) -> Option<FastSrtp> {
         let [rtp_out, rtcp_in, rtcp_out_open, rtcp_out_seal] = match keying.profile {
-            SrtpProfile::AEAD_AES_128_GCM => contexts::<16>(crypto.srtp_provider, keying)?,
-            SrtpProfile::AEAD_AES_256_GCM => contexts::<32>(crypto.srtp_provider, keying)?,
+            SrtpProfile::AEAD_AES_128_GCM => {
+                contexts::<16>(crypto.srtp_provider, keying)?.map(Ctx::Gcm)
+            }
+            SrtpProfile::AEAD_AES_256_GCM => {
+                contexts::<32>(crypto.srtp_provider, keying)?.map(Ctx::Gcm)
+            }
+            SrtpProfile::AES128_CM_SHA1_80 => cm_contexts(crypto, keying)?.map(Ctx::Cm),
             _ => return None,
         };
         Some(FastSrtp {
@@ -110,16 +147,13 @@ impl FastSrtp {
         index: u64,
         out: &mut Vec<u8>,
     ) {
-        let hlen = header.len();
-        out.clear();
-        out.reserve(hlen + payload.len() + TAG_LEN);
-        out.extend_from_slice(header);
-        out.resize(hlen + payload.len() + TAG_LEN, 0);
-        let (aad, body) = out.split_at_mut(hlen);
-        let iv = self.rtp_out.rtp_iv(ssrc, index);
-        if self.rtp_out.seal(&iv, aad, payload, body).is_err() {
-            // aws-lc refuses only malformed lengths, which the sizes above rule out; never
-            // send a packet that was not sealed.
+        let sealed = match &mut self.rtp_out {
+            Ctx::Gcm(a) => a.seal_rtp(header, payload, ssrc, index, out),
+            Ctx::Cm(c) => c.seal_rtp(header, payload, ssrc, index, out),
+        };
+        if sealed.is_err() {
+            // aws-lc refuses only malformed lengths, which the sizes rule out; never send a
+            // packet that was not sealed.
             out.clear();
         }
     }
@@ -132,7 +166,10 @@ impl FastSrtp {
         out: &mut Vec<u8>,
     ) -> Result<(), OpenError> {
         out.clear();
-        let (ssrc, index) = srtcp_header(datagram).ok_or(OpenError::Malformed)?;
+        let (ssrc, index) = self
+            .rtcp_in
+            .srtcp_header(datagram)
+            .ok_or(OpenError::Malformed)?;
         let seen = self.rtcp_seen.iter().position(|(s, _)| *s == ssrc);
         if let Some(i) = seen {
             if index <= self.rtcp_seen[i].1 {
@@ -202,8 +239,8 @@ impl FastSrtp {
 /// RTCP (opening), outgoing RTCP (opening, then sealing). Our keys are the client's if we
 /// were the DTLS client (RFC 5764 §4.2).
 fn contexts<const K: usize>(srtp: &dyn SrtpProvider, keying: &Keying) -> Option<[Aead; 4]> {
-    let ours = master::<K>(&keying.material, keying.active)?;
-    let theirs = master::<K>(&keying.material, !keying.active)?;
+    let ours = master::<K>(&keying.material, keying.active, GCM_SALT_LEN)?;
+    let theirs = master::<K>(&keying.material, !keying.active, GCM_SALT_LEN)?;
     Some([
         Aead::new(srtp, &ours, LABEL_RTP_KEY, LABEL_RTP_SALT, true)?,
         Aead::new(srtp, &theirs, LABEL_RTCP_KEY, LABEL_RTCP_SALT, false)?,
@@ -212,7 +249,163 @@ fn contexts<const K: usize>(srtp: &dyn SrtpProvider, keying: &Keying) -> Option<
     ])
 }
 
+/// The AES-CM contexts for `keying`, in the order and with the keys of [`contexts`].
+fn cm_contexts(crypto: &CryptoProvider, keying: &Keying) -> Option<[Cm; 4]> {
+    let ours = master::<16>(&keying.material, keying.active, CM_SALT_LEN)?;
+    let theirs = master::<16>(&keying.material, !keying.active, CM_SALT_LEN)?;
+    let rtp = (LABEL_RTP_KEY, LABEL_RTP_AUTH, LABEL_RTP_SALT);
+    let rtcp = (LABEL_RTCP_KEY, LABEL_RTCP_AUTH, LABEL_RTCP_SALT);
+    Some([
+        Cm::new(crypto, &ours, rtp, true),
+        Cm::new(crypto, &theirs, rtcp, false),
+        Cm::new(crypto, &ours, rtcp, false),
+        Cm::new(crypto, &ours, rtcp, true),
+    ])
+}
+
+impl Ctx {
+    /// An encrypted SRTCP datagram's sender SSRC and SRTCP index; `None` if it is shorter
+    /// than header, index and tag, or not encrypted (the E flag clear).
+    fn srtcp_header(&self, datagram: &[u8]) -> Option<(u32, u32)> {
+        match self {
+            Ctx::Gcm(_) => gcm_srtcp_header(datagram),
+            Ctx::Cm(_) => cm_srtcp_header(datagram),
+        }
+    }
+
+    fn open_srtcp(&mut self, datagram: &[u8], out: &mut Vec<u8>) -> Option<()> {
+        match self {
+            Ctx::Gcm(a) => a.open_srtcp(datagram, out),
+            Ctx::Cm(c) => c.open_srtcp(datagram, out),
+        }
+    }
+
+    fn seal_srtcp(&mut self, plain: &[u8], datagram: &mut [u8]) -> bool {
+        match self {
+            Ctx::Gcm(a) => a.seal_srtcp(plain, datagram),
+            Ctx::Cm(c) => c.seal_srtcp(plain, datagram),
+        }
+    }
+}
+
+impl Cm {
+    /// The session key, authentication key and salt under these (key, auth, salt) labels,
+    /// for sealing (`seal`) or opening.
+    fn new(crypto: &CryptoProvider, m: &Master<16>, labels: (u8, u8, u8), seal: bool) -> Cm {
+        let srtp = crypto.srtp_provider;
+        let mut key = [0u8; 16];
+        m.derive(srtp, labels.0, &mut key);
+        let mut auth = [0u8; 20];
+        m.derive(srtp, labels.1, &mut auth);
+        let mut salt = [0u8; 14];
+        m.derive(srtp, labels.2, &mut salt);
+        let cipher = srtp.aes_128_cm_sha1_80().create_cipher(key, seal);
+        zeroize::Zeroize::zeroize(&mut key);
+        Cm {
+            cipher,
+            salt,
+            auth,
+            hmac: crypto.sha1_hmac_provider,
+        }
+    }
+
+    /// HMAC-SHA1 under the authentication key over `parts`, one after another.
+    fn mac(&self, parts: &[&[u8]]) -> [u8; 20] {
+        self.hmac.sha1_hmac(&self.auth, parts)
+    }
+
+    /// RFC 3711 §3.1: `header ‖ AES-CM(payload) ‖ HMAC-SHA1(header ‖ encrypted ‖ ROC)[..10]`,
+    /// the counter block from the salt, SSRC and packet index (§4.1.1).
+    fn seal_rtp(
+        &mut self,
+        header: &[u8],
+        payload: &[u8],
+        ssrc: u32,
+        index: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        let (hlen, end) = (header.len(), header.len() + payload.len());
+        out.clear();
+        out.reserve(end + CM_TAG_LEN);
+        out.extend_from_slice(header);
+        out.resize(end, 0);
+        let iv = Aes128CmSha1_80::rtp_iv(self.salt, ssrc, index);
+        self.cipher.encrypt(&iv, payload, &mut out[hlen..end])?;
+        let roc = ((index >> 16) as u32).to_be_bytes();
+        let tag = self.mac(&[&out[..end], &roc]);
+        out.extend_from_slice(&tag[..CM_TAG_LEN]);
+        Ok(())
+    }
+
+    /// Opens an SRTCP datagram (RFC 3711 §3.4: header, encrypted rest, E flag and index, tag;
+    /// everything but the tag authenticated) into `out` (cleared first), the first header
+    /// included. `None` if it is too short, not encrypted, or its tag does not verify (compared
+    /// in constant time).
+    fn open_srtcp(&mut self, datagram: &[u8], out: &mut Vec<u8>) -> Option<()> {
+        out.clear();
+        let (ssrc, index) = cm_srtcp_header(datagram)?;
+        let n = datagram.len();
+        let (authed, tag) = datagram.split_at(n - CM_TAG_LEN);
+        let hmac = self.hmac;
+        let ok = Aes128CmSha1_80::rtcp_verify(|k, p| hmac.sha1_hmac(k, p), &self.auth, authed, tag);
+        if !ok {
+            return None;
+        }
+        let sealed = &datagram[8..n - CM_TAG_LEN - SRTCP_INDEX_LEN];
+        let iv = Aes128CmSha1_80::rtp_iv(self.salt, ssrc, u64::from(index));
+        out.extend_from_slice(&datagram[..8]);
+        out.resize(8 + sealed.len(), 0);
+        if self.cipher.decrypt(&iv, sealed, &mut out[8..]).is_err() {
+            out.clear();
+            return None;
+        }
+        Some(())
+    }
+
+    /// Seals the plain compound packet `plain` (first header included) into `datagram`, an
+    /// SRTCP datagram of the same length whose first header and index are kept, and tags it
+    /// again. False, and `datagram` unchanged, if the sizes do not match.
+    fn seal_srtcp(&mut self, plain: &[u8], datagram: &mut [u8]) -> bool {
+        let Some((ssrc, index)) = cm_srtcp_header(datagram) else {
+            return false;
+        };
+        let n = datagram.len();
+        let body = n - CM_TAG_LEN - SRTCP_INDEX_LEN;
+        if plain.len() != body || plain[..8] != datagram[..8] {
+            return false;
+        }
+        let iv = Aes128CmSha1_80::rtp_iv(self.salt, ssrc, u64::from(index));
+        let mut sealed = vec![0u8; body - 8];
+        if self.cipher.encrypt(&iv, &plain[8..], &mut sealed).is_err() {
+            return false;
+        }
+        datagram[8..body].copy_from_slice(&sealed);
+        let tag = self.mac(&[&datagram[..n - CM_TAG_LEN]]);
+        datagram[n - CM_TAG_LEN..].copy_from_slice(&tag[..CM_TAG_LEN]);
+        true
+    }
+}
+
 impl Aead {
+    /// RFC 7714 §8: the header is authenticated, the payload encrypted.
+    fn seal_rtp(
+        &mut self,
+        header: &[u8],
+        payload: &[u8],
+        ssrc: u32,
+        index: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        let hlen = header.len();
+        out.clear();
+        out.reserve(hlen + payload.len() + TAG_LEN);
+        out.extend_from_slice(header);
+        out.resize(hlen + payload.len() + TAG_LEN, 0);
+        let (aad, body) = out.split_at_mut(hlen);
+        let iv = self.rtp_iv(ssrc, index);
+        self.seal(&iv, aad, payload, body)
+    }
+
     /// The session key and salt under these labels, for sealing (`seal`) or opening; `None`
     /// unless the master key is AES-128 or AES-256 sized.
     fn new<const K: usize>(
@@ -312,14 +505,31 @@ impl Aead {
     }
 }
 
-/// An encrypted SRTCP datagram's sender SSRC and SRTCP index; `None` if it is shorter than
-/// header, tag and index, or not encrypted (the E flag clear).
-fn srtcp_header(datagram: &[u8]) -> Option<(u32, u32)> {
+/// An encrypted SRTCP datagram's sender SSRC and SRTCP index under the GCM profiles (RFC 7714
+/// §9: the tag is part of the sealed data and the E flag and index come last); `None` if it is
+/// shorter than header, tag and index, or not encrypted (the E flag clear).
+fn gcm_srtcp_header(datagram: &[u8]) -> Option<(u32, u32)> {
     let n = datagram.len();
     if n < 8 + TAG_LEN + SRTCP_INDEX_LEN {
         return None;
     }
-    let t = &datagram[n - SRTCP_INDEX_LEN..];
+    srtcp_header(datagram, n - SRTCP_INDEX_LEN)
+}
+
+/// As [`gcm_srtcp_header`] under AES-CM (RFC 3711 §3.4: the E flag and index, then the tag).
+fn cm_srtcp_header(datagram: &[u8]) -> Option<(u32, u32)> {
+    let n = datagram.len();
+    if n < 8 + SRTCP_INDEX_LEN + CM_TAG_LEN {
+        return None;
+    }
+    srtcp_header(datagram, n - CM_TAG_LEN - SRTCP_INDEX_LEN)
+}
+
+/// An SRTCP datagram's sender SSRC and SRTCP index, the E flag and index being the 4 bytes at
+/// `index_at` (which the caller has checked lie within it, after the first 8); `None` if it
+/// is not encrypted (the E flag clear).
+fn srtcp_header(datagram: &[u8], index_at: usize) -> Option<(u32, u32)> {
+    let t = &datagram[index_at..index_at + SRTCP_INDEX_LEN];
     let e_and_index = u32::from_be_bytes([t[0], t[1], t[2], t[3]]);
     if e_and_index & 0x8000_0000 == 0 {
         return None;
@@ -331,8 +541,8 @@ fn srtcp_header(datagram: &[u8]) -> Option<(u32, u32)> {
 /// An encrypted SRTCP datagram's authenticated data (first header, E flag and index), IV, and
 /// sealed part (ciphertext and tag); `None` as for [`srtcp_header`].
 fn srtcp_parts<'a>(salt: &[u8; 12], datagram: &'a [u8]) -> Option<([u8; 12], [u8; 12], &'a [u8])> {
-    let (ssrc, index) = srtcp_header(datagram)?;
     let n = datagram.len();
+    let (ssrc, index) = gcm_srtcp_header(datagram)?;
     let mut aad = [0u8; 12];
     aad[..8].copy_from_slice(&datagram[..8]);
     aad[8..].copy_from_slice(&datagram[n - SRTCP_INDEX_LEN..]);
@@ -356,24 +566,24 @@ impl<const K: usize> Drop for Master<K> {
 }
 
 /// The client's (`client` true) or server's master key and salt from DTLS-SRTP keying
-/// material laid out key, key, salt, salt (RFC 5764 §4.2), salts 12 bytes (RFC 7714 §12).
-fn master<const K: usize>(material: &[u8], client: bool) -> Option<Master<K>> {
-    const SALT: usize = 12;
-    if material.len() != 2 * K + 2 * SALT {
+/// material laid out key, key, salt, salt (RFC 5764 §4.2), salts `salt_len` bytes (12 for the GCM
+/// profiles, RFC 7714 §12; 14 for AES-CM, RFC 3711 §8.2).
+fn master<const K: usize>(material: &[u8], client: bool, salt_len: usize) -> Option<Master<K>> {
+    if salt_len > 14 || material.len() != 2 * K + 2 * salt_len {
         return None;
     }
     let (k, s) = if client {
         (0, 2 * K)
     } else {
-        (K, 2 * K + SALT)
+        (K, 2 * K + salt_len)
     };
     let mut m = Master {
         key: [0; K],
         salt: [0; 14],
-        salt_len: SALT,
+        salt_len,
     };
     m.key.copy_from_slice(&material[k..k + K]);
-    m.salt[..SALT].copy_from_slice(&material[s..s + SALT]);
+    m.salt[..salt_len].copy_from_slice(&material[s..s + salt_len]);
     Some(m)
 }
 
@@ -470,21 +680,72 @@ mod tests {
         );
     }
 
-    fn pair(profile: SrtpProfile, key_len: usize) -> (FastSrtp, FastSrtp) {
-        let crypto = str0m::crypto::from_feature_flags();
-        let material: Vec<u8> = (0..(2 * key_len + 24) as u8).collect();
-        let side = |active| Keying {
-            profile,
-            material: material.clone(),
-            active,
+    const PROFILES: [SrtpProfile; 3] = [
+        SrtpProfile::AEAD_AES_128_GCM,
+        SrtpProfile::AEAD_AES_256_GCM,
+        SrtpProfile::AES128_CM_SHA1_80,
+    ];
+
+    /// Test keying for `profile`: material of its length, numbered bytes; `active` says which
+    /// side's keys are ours.
+    fn keying(profile: SrtpProfile, active: bool) -> Keying {
+        let len = match profile {
+            SrtpProfile::AEAD_AES_128_GCM => 2 * 16 + 2 * GCM_SALT_LEN,
+            SrtpProfile::AEAD_AES_256_GCM => 2 * 32 + 2 * GCM_SALT_LEN,
+            _ => 2 * 16 + 2 * CM_SALT_LEN,
         };
+        Keying {
+            profile,
+            material: (0..len as u8).collect(),
+            active,
+        }
+    }
+
+    /// (client, server) of one handshake.
+    fn pair(profile: SrtpProfile) -> (FastSrtp, FastSrtp) {
+        let crypto = str0m::crypto::from_feature_flags();
         (
-            FastSrtp::new(&crypto, &side(true)).unwrap(),
-            FastSrtp::new(&crypto, &side(false)).unwrap(),
+            FastSrtp::new(&crypto, &keying(profile, true)).unwrap(),
+            FastSrtp::new(&crypto, &keying(profile, false)).unwrap(),
         )
     }
 
-    /// Opens RTP that `keying`'s side sealed: a test-only opener from the same derivation.
+    /// The tag length of `profile`.
+    fn tag_len(profile: SrtpProfile) -> usize {
+        match profile {
+            SrtpProfile::AES128_CM_SHA1_80 => CM_TAG_LEN,
+            _ => TAG_LEN,
+        }
+    }
+
+    /// `keying`'s side's context for RTP (`rtcp` false) or RTCP, for sealing or opening, built
+    /// the way a peer would build its own.
+    fn peer_ctx(keying: &Keying, rtcp: bool, seal: bool) -> Ctx {
+        let crypto = str0m::crypto::from_feature_flags();
+        let (m, active) = (&keying.material, keying.active);
+        let (k, a, sl) = if rtcp {
+            (LABEL_RTCP_KEY, LABEL_RTCP_AUTH, LABEL_RTCP_SALT)
+        } else {
+            (LABEL_RTP_KEY, LABEL_RTP_AUTH, LABEL_RTP_SALT)
+        };
+        let srtp = crypto.srtp_provider;
+        match keying.profile {
+            SrtpProfile::AEAD_AES_128_GCM => Ctx::Gcm(
+                Aead::new(srtp, &master::<16>(m, active, 12).unwrap(), k, sl, seal).unwrap(),
+            ),
+            SrtpProfile::AEAD_AES_256_GCM => Ctx::Gcm(
+                Aead::new(srtp, &master::<32>(m, active, 12).unwrap(), k, sl, seal).unwrap(),
+            ),
+            _ => Ctx::Cm(Cm::new(
+                &crypto,
+                &master::<16>(m, active, 14).unwrap(),
+                (k, a, sl),
+                seal,
+            )),
+        }
+    }
+
+    /// Opens RTP that `keying`'s side sealed, as its peer would: verify, then decrypt.
     fn open_rtp(
         keying: &Keying,
         sealed: &[u8],
@@ -492,90 +753,127 @@ mod tests {
         ssrc: u32,
         index: u64,
     ) -> Option<Vec<u8>> {
-        let srtp = str0m::crypto::from_feature_flags().srtp_provider;
-        let (m, active) = (&keying.material, keying.active);
-        let mut aead = match keying.profile {
-            SrtpProfile::AEAD_AES_128_GCM => Aead::new(
-                srtp,
-                &master::<16>(m, active)?,
-                LABEL_RTP_KEY,
-                LABEL_RTP_SALT,
-                false,
-            ),
-            _ => Aead::new(
-                srtp,
-                &master::<32>(m, active)?,
-                LABEL_RTP_KEY,
-                LABEL_RTP_SALT,
-                false,
-            ),
-        }?;
-        let mut out = vec![0u8; sealed.len() - hlen - TAG_LEN];
-        let iv = aead.rtp_iv(ssrc, index);
-        aead.open(&iv, &sealed[..hlen], &sealed[hlen..], &mut out)
-            .ok()?;
-        Some(out)
+        match peer_ctx(keying, false, false) {
+            Ctx::Gcm(mut aead) => {
+                let mut out = vec![0u8; sealed.len() - hlen - TAG_LEN];
+                let iv = aead.rtp_iv(ssrc, index);
+                aead.open(&iv, &sealed[..hlen], &sealed[hlen..], &mut out)
+                    .ok()?;
+                Some(out)
+            }
+            Ctx::Cm(mut cm) => {
+                let (authed, tag) = sealed.split_at(sealed.len() - CM_TAG_LEN);
+                let roc = ((index >> 16) as u32).to_be_bytes();
+                if cm.mac(&[authed, &roc])[..CM_TAG_LEN] != *tag {
+                    return None;
+                }
+                let mut out = vec![0u8; authed.len() - hlen];
+                let iv = Aes128CmSha1_80::rtp_iv(cm.salt, ssrc, index);
+                cm.cipher.decrypt(&iv, &authed[hlen..], &mut out).ok()?;
+                Some(out)
+            }
+        }
     }
 
     #[test]
     fn sealed_rtp_opens_with_the_senders_keys_and_not_with_another_index() {
-        for (profile, key_len) in [
-            (SrtpProfile::AEAD_AES_128_GCM, 16),
-            (SrtpProfile::AEAD_AES_256_GCM, 32),
-        ] {
-            let (mut client, _server) = pair(profile, key_len);
+        for profile in PROFILES {
+            let (mut client, _server) = pair(profile);
             let header = [0x80, 96, 0x12, 0x34, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef];
             let mut sealed = Vec::new();
             client.seal_rtp(&header, b"payload", 0xdeadbeef, 0x1_1234, &mut sealed);
-            assert_eq!(sealed.len(), 12 + 7 + TAG_LEN);
+            assert_eq!(sealed.len(), 12 + 7 + tag_len(profile), "{profile:?}");
             assert_eq!(&sealed[..12], &header, "the header stays in the clear");
             assert_ne!(&sealed[12..19], b"payload");
-            let keying = Keying {
-                profile,
-                material: (0..(2 * key_len + 24) as u8).collect(),
-                active: true,
-            };
+            let keying = keying(profile, true);
             assert_eq!(
                 open_rtp(&keying, &sealed, 12, 0xdeadbeef, 0x1_1234).as_deref(),
-                Some(&b"payload"[..])
+                Some(&b"payload"[..]),
+                "{profile:?}"
             );
             assert_eq!(
                 open_rtp(&keying, &sealed, 12, 0xdeadbeef, 0x2_1234),
                 None,
-                "another rollover counter must not open it"
+                "{profile:?}: another rollover counter must not open it"
+            );
+            let mut flipped = sealed.clone();
+            flipped[14] ^= 1;
+            assert_eq!(
+                open_rtp(&keying, &flipped, 12, 0xdeadbeef, 0x1_1234),
+                None,
+                "{profile:?}: a flipped bit must not open"
             );
         }
     }
 
-    /// Seals SRTCP as a peer would (RFC 7714 §9.1) with `side`'s RTCP keys.
-    fn seal_rtcp(keying: &Keying, plain: &[u8], index: u32) -> Vec<u8> {
+    /// AES-CM's keystream for a packet is AES-CTR from RFC 3711 §4.1.1's counter block: the
+    /// session salt ⊕ SSRC ⊕ index, as in the worked example of RFC 3711 Appendix B.2.
+    #[test]
+    fn aes_cm_keystream_matches_rfc_3711_appendix_b2() {
         let srtp = str0m::crypto::from_feature_flags().srtp_provider;
-        let m = master::<16>(&keying.material, keying.active).unwrap();
-        let mut aead = Aead::new(srtp, &m, LABEL_RTCP_KEY, LABEL_RTCP_SALT, true).unwrap();
+        let key: [u8; 16] = hex("2B7E151628AED2A6ABF7158809CF4F3C").try_into().unwrap();
+        let salt: [u8; 14] = hex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD").try_into().unwrap();
+        let iv = Aes128CmSha1_80::rtp_iv(salt, 0, 0);
+        assert_eq!(iv.to_vec(), hex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD0000"));
+        let mut cipher = srtp.aes_128_cm_sha1_80().create_cipher(key, true);
+        let mut keystream = [0u8; 48];
+        cipher.encrypt(&iv, &[0u8; 48], &mut keystream).unwrap();
+        assert_eq!(
+            keystream.to_vec(),
+            hex(concat!(
+                "E03EAD0935C95E80E166B16DD92B4EB4",
+                "D23513162B02D0F72A43A2FE4A5F97AB",
+                "41E95B3BB0A2E8DD477901E4FCA894C0"
+            ))
+        );
+    }
+
+    /// Seals SRTCP as a peer would with `keying`'s side's RTCP keys: RFC 7714 §9.1 under the
+    /// GCM profiles, RFC 3711 §3.4 under AES-CM.
+    fn seal_rtcp(keying: &Keying, plain: &[u8], index: u32) -> Vec<u8> {
         let ssrc = u32::from_be_bytes([plain[4], plain[5], plain[6], plain[7]]);
         let e_index = (0x8000_0000u32 | index).to_be_bytes();
-        let mut aad = plain[..8].to_vec();
-        aad.extend_from_slice(&e_index);
-        let mut out = plain[..8].to_vec();
-        out.resize(plain.len() + TAG_LEN, 0);
-        let iv = AeadAes128Gcm::rtcp_iv(aead.salt, ssrc, index);
-        aead.seal(&iv, &aad, &plain[8..], &mut out[8..]).unwrap();
-        out.extend_from_slice(&e_index);
-        out
+        match peer_ctx(keying, true, true) {
+            Ctx::Gcm(mut aead) => {
+                let mut aad = plain[..8].to_vec();
+                aad.extend_from_slice(&e_index);
+                let mut out = plain[..8].to_vec();
+                out.resize(plain.len() + TAG_LEN, 0);
+                let iv = AeadAes128Gcm::rtcp_iv(aead.salt, ssrc, index);
+                aead.seal(&iv, &aad, &plain[8..], &mut out[8..]).unwrap();
+                out.extend_from_slice(&e_index);
+                out
+            }
+            Ctx::Cm(mut cm) => {
+                let mut out = plain[..8].to_vec();
+                out.resize(plain.len(), 0);
+                let iv = Aes128CmSha1_80::rtp_iv(cm.salt, ssrc, u64::from(index));
+                cm.cipher.encrypt(&iv, &plain[8..], &mut out[8..]).unwrap();
+                out.extend_from_slice(&e_index);
+                let tag = cm.mac(&[&out]);
+                out.extend_from_slice(&tag[..CM_TAG_LEN]);
+                out
+            }
+        }
     }
 
     #[test]
     fn a_receivers_nack_opens_once_and_lists_every_packet_it_asks_for() {
-        let (_client, mut server) = pair(SrtpProfile::AEAD_AES_128_GCM, 16);
+        for profile in [
+            SrtpProfile::AEAD_AES_128_GCM,
+            SrtpProfile::AES128_CM_SHA1_80,
+        ] {
+            a_receivers_nack(profile);
+        }
+    }
+
+    fn a_receivers_nack(profile: SrtpProfile) {
+        let (_client, mut server) = pair(profile);
         // The client (DTLS active) sends a NACK: PID 100 and BLP bits 0 and 15.
         let mut nack = vec![0x81, 205, 0, 3, 0, 0, 0, 7, 0, 0, 0, 42];
         nack.extend_from_slice(&100u16.to_be_bytes());
         nack.extend_from_slice(&0x8001u16.to_be_bytes());
-        let client = Keying {
-            profile: SrtpProfile::AEAD_AES_128_GCM,
-            material: (0..56u8).collect(),
-            active: true,
-        };
+        let client = keying(profile, true);
         let sealed = seal_rtcp(&client, &nack, 5);
         let mut plain = Vec::new();
         server.open_rtcp(&sealed, &mut plain).unwrap();
@@ -594,6 +892,14 @@ mod tests {
         );
         let mut forged = seal_rtcp(&client, &nack, 6);
         forged[10] ^= 1;
+        assert_eq!(
+            server.open_rtcp(&forged, &mut plain),
+            Err(OpenError::Forged)
+        );
+        // The tag itself, and the index (authenticated under both profiles).
+        let mut forged = seal_rtcp(&client, &nack, 6);
+        let n = forged.len();
+        forged[n - 1] ^= 1;
         assert_eq!(
             server.open_rtcp(&forged, &mut plain),
             Err(OpenError::Forged)
@@ -625,12 +931,17 @@ mod tests {
 
     #[test]
     fn sender_reports_gain_the_cores_counts_and_still_open_under_the_same_index() {
-        let (mut client, mut server) = pair(SrtpProfile::AEAD_AES_128_GCM, 16);
-        let server_keys = Keying {
-            profile: SrtpProfile::AEAD_AES_128_GCM,
-            material: (0..56u8).collect(),
-            active: false,
-        };
+        for profile in [
+            SrtpProfile::AEAD_AES_128_GCM,
+            SrtpProfile::AES128_CM_SHA1_80,
+        ] {
+            sender_reports(profile);
+        }
+    }
+
+    fn sender_reports(profile: SrtpProfile) {
+        let (mut client, mut server) = pair(profile);
+        let server_keys = keying(profile, false);
         // What str0m would send: an SR on a stream the core seals (42), one it does not (43),
         // and a receiver report.
         let mut plain = sr(42, 5, 500);
@@ -641,10 +952,15 @@ mod tests {
             _ => None,
         };
         let mut datagram = seal_rtcp(&server_keys, &plain, 9);
-        let trailer = datagram[datagram.len() - 4..].to_vec();
+        // The index (and, under AES-CM, the tag after it) are the datagram's last bytes.
+        let index_at = match profile {
+            SrtpProfile::AES128_CM_SHA1_80 => datagram.len() - 4 - CM_TAG_LEN,
+            _ => datagram.len() - 4,
+        };
+        let trailer = datagram[index_at..index_at + 4].to_vec();
         let mut scratch = Vec::new();
         assert!(server.add_to_sender_reports(&mut datagram, &mut scratch, core));
-        assert_eq!(datagram[datagram.len() - 4..], trailer[..], "same index");
+        assert_eq!(datagram[index_at..index_at + 4], trailer[..], "same index");
         let mut want = sr(42, 105, 10_500);
         want.extend(sr(43, 7, 700));
         want.extend([0x80, 201, 0, 1, 0, 0, 0, 42]);
@@ -664,11 +980,7 @@ mod tests {
         let mut forged = seal_rtcp(&server_keys, &plain, 12);
         forged[12] ^= 1;
         let rr_first = seal_rtcp(&server_keys, &[0x80, 201, 0, 1, 0, 0, 0, 42], 13);
-        let client_keys = Keying {
-            profile: SrtpProfile::AEAD_AES_128_GCM,
-            material: (0..56u8).collect(),
-            active: true,
-        };
+        let client_keys = keying(profile, true);
         let theirs = seal_rtcp(&client_keys, &plain, 14);
         for d in [only_43, forged, rr_first, theirs, vec![0x80, 200, 0, 6]] {
             let mut amended = d.clone();

@@ -4,6 +4,10 @@ video and audio track through the SFU, and reports what it received back.
 
     python aiortc_visitor.py '{"base_url": "http://127.0.0.1:8080", "widget_key": "wk_...", "seconds": 8}'
 
+With "srtp": "aes_cm" it offers only SRTP_AES128_CM_SHA1_80 in its DTLS handshake, as a client
+without the AEAD profiles would, so the SFU must protect what it forwards to it with AES-CM and
+HMAC-SHA1 (RFC 3711), which aiortc checks with libsrtp.
+
 Prints JSON lines: {"phase": "..."} as it goes, and a final {"ok": ..., "frames_sent": ...,
 "frames_received": ...}. Exits 1 on failure.
 """
@@ -16,6 +20,7 @@ import time
 
 import numpy
 from aiortc import RTCPeerConnection, RTCSessionDescription, MediaStreamTrack
+from aiortc import rtcdtlstransport
 from av import AudioFrame, VideoFrame
 import websockets
 
@@ -121,6 +126,9 @@ async def main(cfg):
         media_config = await wait_for("media_config")
         out(phase="connected", call_id=call_id)
 
+        if cfg.get("srtp") == "aes_cm":
+            # Each transport takes the module's list when it is made.
+            rtcdtlstransport.SRTP_PROFILES[:] = [rtcdtlstransport.SRTP_AES128_CM_SHA1_80]
         pc = RTCPeerConnection()
         video, audio = MovingPattern(), Tone()
         pc.addTransceiver(audio, direction="sendrecv")
@@ -149,7 +157,9 @@ async def main(cfg):
             if time.time() - t0 > 15:
                 raise TimeoutError(f"peer connection {pc.connectionState}")
             await asyncio.sleep(0.1)
-        out(phase="flowing")
+        dtls = pc.getTransceivers()[0].sender.transport
+        srtp = dtls._ssl.get_selected_srtp_profile().decode()
+        out(phase="flowing", srtp=srtp)
         await asyncio.sleep(seconds)
         frames_sent = video.n
         await request({"type": "end_call", "call_id": call_id})
@@ -157,7 +167,7 @@ async def main(cfg):
         reader_task.cancel()
         _ = media_config
         ok = frames_sent > 30 * seconds * 0.5
-        out(ok=ok, frames_sent=frames_sent, audio_frames_sent=audio.n,
+        out(ok=ok, srtp=srtp, frames_sent=frames_sent, audio_frames_sent=audio.n,
             video_frames_received=received["video"], audio_frames_received=received["audio"])
         return ok
 
