@@ -10,8 +10,8 @@
 //!
 //! Sharing the keys with str0m is safe because a nonce (the AEAD's, or AES-CM's counter block)
 //! is (SSRC, rollover counter, sequence number) for RTP and (SSRC, SRTCP index) for SRTCP, and
-//! no nonce seals two plaintexts that both leave: for a forwarded stream the core picks every sequence number and
-//! gives each to exactly one of the two paths. This module *opens* the receivers' SRTCP — with
+//! no nonce seals two plaintexts that both leave: for a forwarded stream the core picks every
+//! sequence number and gives each to exactly one of the two paths. This module *opens* the receivers' SRTCP — with
 //! its own context, str0m opening the same datagram with its own — to read the NACKs that ask
 //! for packets str0m never saw. And it rewrites str0m's sender reports before they leave
 //! ([`FastSrtp::add_to_sender_reports`]): their packet and octet counts are str0m's own, about
@@ -147,9 +147,18 @@ impl FastSrtp {
         index: u64,
         out: &mut Vec<u8>,
     ) {
+        // Header, room for the payload, room for the tag; each profile fills the last two.
+        let tag = match self.rtp_out {
+            Ctx::Gcm(_) => TAG_LEN,
+            Ctx::Cm(_) => CM_TAG_LEN,
+        };
+        out.clear();
+        out.reserve(header.len() + payload.len() + tag);
+        out.extend_from_slice(header);
+        out.resize(header.len() + payload.len() + tag, 0);
         let sealed = match &mut self.rtp_out {
-            Ctx::Gcm(a) => a.seal_rtp(header, payload, ssrc, index, out),
-            Ctx::Cm(c) => c.seal_rtp(header, payload, ssrc, index, out),
+            Ctx::Gcm(a) => a.seal_rtp(out, header.len(), payload, ssrc, index),
+            Ctx::Cm(c) => c.seal_rtp(out, header.len(), payload, ssrc, index),
         };
         if sealed.is_err() {
             // aws-lc refuses only malformed lengths, which the sizes rule out; never send a
@@ -314,26 +323,23 @@ impl Cm {
         self.hmac.sha1_hmac(&self.auth, parts)
     }
 
-    /// RFC 3711 §3.1: `header ‖ AES-CM(payload) ‖ HMAC-SHA1(header ‖ encrypted ‖ ROC)[..10]`,
-    /// the counter block from the salt, SSRC and packet index (§4.1.1).
+    /// Seals `payload` into `out`, which holds the `hlen`-byte header and room for payload
+    /// and tag (RFC 3711 §3.1: `header ‖ AES-CM(payload) ‖ HMAC-SHA1(header ‖ encrypted ‖
+    /// ROC)[..10]`, the counter block from the salt, SSRC and packet index, §4.1.1).
     fn seal_rtp(
         &mut self,
-        header: &[u8],
+        out: &mut [u8],
+        hlen: usize,
         payload: &[u8],
         ssrc: u32,
         index: u64,
-        out: &mut Vec<u8>,
     ) -> Result<(), CryptoError> {
-        let (hlen, end) = (header.len(), header.len() + payload.len());
-        out.clear();
-        out.reserve(end + CM_TAG_LEN);
-        out.extend_from_slice(header);
-        out.resize(end, 0);
+        let end = out.len() - CM_TAG_LEN;
         let iv = Aes128CmSha1_80::rtp_iv(self.salt, ssrc, index);
         self.cipher.encrypt(&iv, payload, &mut out[hlen..end])?;
         let roc = ((index >> 16) as u32).to_be_bytes();
         let tag = self.mac(&[&out[..end], &roc]);
-        out.extend_from_slice(&tag[..CM_TAG_LEN]);
+        out[end..].copy_from_slice(&tag[..CM_TAG_LEN]);
         Ok(())
     }
 
@@ -387,20 +393,16 @@ impl Cm {
 }
 
 impl Aead {
-    /// RFC 7714 §8: the header is authenticated, the payload encrypted.
+    /// Seals `payload` into `out`, which holds the `hlen`-byte header and room for payload
+    /// and tag (RFC 7714 §8: the header is authenticated, the payload encrypted).
     fn seal_rtp(
         &mut self,
-        header: &[u8],
+        out: &mut [u8],
+        hlen: usize,
         payload: &[u8],
         ssrc: u32,
         index: u64,
-        out: &mut Vec<u8>,
     ) -> Result<(), CryptoError> {
-        let hlen = header.len();
-        out.clear();
-        out.reserve(hlen + payload.len() + TAG_LEN);
-        out.extend_from_slice(header);
-        out.resize(hlen + payload.len() + TAG_LEN, 0);
         let (aad, body) = out.split_at_mut(hlen);
         let iv = self.rtp_iv(ssrc, index);
         self.seal(&iv, aad, payload, body)
@@ -539,7 +541,7 @@ fn srtcp_header(datagram: &[u8], index_at: usize) -> Option<(u32, u32)> {
 }
 
 /// An encrypted SRTCP datagram's authenticated data (first header, E flag and index), IV, and
-/// sealed part (ciphertext and tag); `None` as for [`srtcp_header`].
+/// sealed part (ciphertext and tag); `None` as for [`gcm_srtcp_header`].
 fn srtcp_parts<'a>(salt: &[u8; 12], datagram: &'a [u8]) -> Option<([u8; 12], [u8; 12], &'a [u8])> {
     let n = datagram.len();
     let (ssrc, index) = gcm_srtcp_header(datagram)?;
