@@ -6,6 +6,7 @@
 //!     [--seconds 10] [--warmup 2] [--rounds 1] [--fps 30] [--packets-per-frame 5] [--audio 50]
 //!     [--server-cpus 0] [--tool-cpus 1] [--workers N] [--worker-budget PCT]
 //!     [--ramp 5,10,20,40] [--floor 5] [--pacing tick|precise|tokio] [--publishers own|shared]
+//!     [--json results.json]
 //! ```
 //!
 //! A shape `PxS` is P calls, each with one publisher and S subscribers (frontdesk: the
@@ -40,8 +41,11 @@
 //! ticks of `/proc/<pid>/stat`, which are printed beside it) and each core's busy time
 //! with its softirq and steal shares (`/proc/stat`; steal is time the hypervisor gave away, so
 //! a run with steal on the server's cores has its latency tail from the host), delivered packets per server CPU-second, latency p50/p99/max, loss (packets
-//! sent in the window that did not arrive at every subscriber), the server's resident memory
-//! per subscriber, and whether every subscriber received a complete keyframe after it joined.
+//! sent in the window that did not arrive at every subscriber), the growth of the server's
+//! anonymous resident memory (`RssAnon`: heap, stacks, buffers) per subscriber — beside it,
+//! all of its resident memory (`VmRSS`), which also counts the pages of the server's own code
+//! that the first call reads in from disk, shared and bounded by the binary; the figures
+//! before 2026-12-06 23:40 UTC were that one — and whether every subscriber received a complete keyframe after it joined.
 //!
 //! `--server-cpus 0 --tool-cpus 1` runs the server on core 0 and this tool on core 1
 //! (`taskset`), so a run measures what one core of the server forwards. `--ramp` multiplies
@@ -61,6 +65,10 @@
 //! (`media_load/budget.rs`): one worker against two at the same budget shows what a second
 //! core adds, on a machine whose cores the tool also needs. The run prints each worker's CPU,
 //! how often its budget held it back, and how many calls each worker held.
+//!
+//! `--json PATH` also writes every run's figures to PATH as JSON (the machine, the command
+//! line, the floor, then one object per run in the order they ran; units in the field names),
+//! for a load tester's own scripts and records.
 //!
 //! First, for `--floor` seconds (5; 0 skips it), the tool measures the machine's own floor
 //! under the latency figures (`media_load/floor.rs`): the trip through a thread on the server's
@@ -88,7 +96,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use common::{cpu_ns, cpu_ticks, rss_kib};
+use common::{anon_rss_kib, cpu_ns, cpu_ticks, rss_kib};
 use pacer::Pacing;
 use peer::{Peer, Rate, Role, Totals};
 
@@ -211,6 +219,15 @@ struct Args {
     own_publisher_thread: bool,
     ramp: Vec<u32>,
     floor_seconds: u64,
+    /// Where to write every run's figures as JSON (`--json PATH`), besides the printed report.
+    json: Option<std::path::PathBuf>,
+}
+
+/// Says what is wrong with the command line, and how it goes, and exits.
+fn usage(problem: &str) -> ! {
+    eprintln!("media_load: {problem}");
+    eprintln!("usage: cargo bench --bench media_load -- [options]; the options are listed at the top of benches/media_load.rs");
+    std::process::exit(2)
 }
 
 fn args() -> Args {
@@ -236,60 +253,97 @@ fn args() -> Args {
         own_publisher_thread: true,
         ramp: Vec::new(),
         floor_seconds: 5,
+        json: None,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < v.len() {
-        let val = v.get(i + 1).cloned().unwrap_or_default();
-        let num = val.parse::<u64>().ok();
-        match (v[i].as_str(), num) {
-            ("--servers", _) => a.servers = val.split(',').map(str::to_owned).collect(),
-            ("--shapes", _) => {
-                a.shapes = val
-                    .split(',')
-                    .map(|s| Shape::parse(s).unwrap_or_else(|| panic!("bad shape {s:?}")))
-                    .collect()
+        let name = v[i].as_str();
+        // Flags without a value; `cargo bench` passes `--bench` itself.
+        match name {
+            "--bench" => {
+                i += 1;
+                continue;
             }
-            ("--seconds", Some(n)) => a.seconds = n.max(1),
-            ("--warmup", Some(n)) => a.warmup = n,
-            ("--rounds", Some(n)) => a.rounds = n.max(1) as usize,
-            ("--fps", Some(n)) => a.rate.fps = n.clamp(1, 120) as u32,
-            ("--packets-per-frame", Some(n)) => a.rate.packets_per_frame = n.clamp(1, 200) as u32,
-            ("--audio", Some(n)) => a.rate.audio_pps = n.min(100) as u32,
-            ("--server-cpus", _) => a.server_cpus = Some(val),
-            ("--tool-cpus", _) => a.tool_cpus = Some(val),
-            ("--workers", Some(n)) => a.workers = Some(n.max(1) as usize),
-            ("--worker-budget", Some(n)) => a.worker_budget = Some(n.clamp(1, 100) as u32),
-            ("--ramp", _) => a.ramp = val.split(',').filter_map(|x| x.parse().ok()).collect(),
-            ("--floor", Some(n)) => a.floor_seconds = n,
-            ("--pacing", _) => {
-                a.pacing = Pacing::parse(&val)
-                    .unwrap_or_else(|| panic!("--pacing {val:?}: tick, precise or tokio"))
-            }
-            ("--publishers", _) => {
-                a.own_publisher_thread = match val.as_str() {
-                    "own" => true,
-                    "shared" => false,
-                    _ => panic!("--publishers {val:?}: own or shared"),
-                }
-            }
-            ("--precise-pacing", _) => {
+            "--precise-pacing" => {
                 a.pacing = Pacing::Precise;
                 i += 1;
                 continue;
             }
-            // `cargo bench` passes `--bench`; anything unknown is ignored.
-            _ => {
-                i += 1;
-                continue;
+            _ => {}
+        }
+        let Some(val) = v.get(i + 1).cloned() else {
+            usage(&format!("{name} needs a value"));
+        };
+        let num = || -> u64 {
+            val.parse()
+                .unwrap_or_else(|_| usage(&format!("{name} {val:?}: not a whole number")))
+        };
+        match name {
+            "--servers" => {
+                a.servers = val.split(',').map(str::to_owned).collect();
+                if let Some(bad) = a
+                    .servers
+                    .iter()
+                    .find(|s| !["frontdesk", "janus"].contains(&s.as_str()))
+                {
+                    usage(&format!(
+                        "--servers: unknown server {bad:?} (frontdesk or janus)"
+                    ));
+                }
             }
+            "--shapes" => {
+                a.shapes = val
+                    .split(',')
+                    .map(|s| {
+                        Shape::parse(s).unwrap_or_else(|| {
+                            usage(&format!(
+                                "--shapes: bad shape {s:?} (PxS such as 1x10, or Npairs)"
+                            ))
+                        })
+                    })
+                    .collect()
+            }
+            "--seconds" => a.seconds = num().max(1),
+            "--warmup" => a.warmup = num(),
+            "--rounds" => a.rounds = num().max(1) as usize,
+            "--fps" => a.rate.fps = num().clamp(1, 120) as u32,
+            "--packets-per-frame" => a.rate.packets_per_frame = num().clamp(1, 200) as u32,
+            "--audio" => a.rate.audio_pps = num().min(100) as u32,
+            "--server-cpus" => a.server_cpus = Some(val),
+            "--tool-cpus" => a.tool_cpus = Some(val),
+            "--workers" => a.workers = Some(num().max(1) as usize),
+            "--worker-budget" => a.worker_budget = Some(num().clamp(1, 100) as u32),
+            "--ramp" => {
+                a.ramp = val
+                    .split(',')
+                    .map(|x| {
+                        x.parse().unwrap_or_else(|_| {
+                            usage(&format!("--ramp: {x:?} is not a whole number"))
+                        })
+                    })
+                    .collect()
+            }
+            "--floor" => a.floor_seconds = num(),
+            "--pacing" => {
+                a.pacing = Pacing::parse(&val)
+                    .unwrap_or_else(|| usage(&format!("--pacing {val:?}: tick, precise or tokio")))
+            }
+            "--publishers" => {
+                a.own_publisher_thread = match val.as_str() {
+                    "own" => true,
+                    "shared" => false,
+                    _ => usage(&format!("--publishers {val:?}: own or shared")),
+                }
+            }
+            "--json" => a.json = Some(val.into()),
+            _ => usage(&format!("unknown option {name:?}")),
         }
         i += 2;
     }
-    assert!(
-        a.worker_budget.is_none() || a.workers.is_some(),
-        "--worker-budget needs --workers (how many media workers to put under it)"
-    );
+    if a.worker_budget.is_some() && a.workers.is_none() {
+        usage("--worker-budget needs --workers (how many media workers to put under it)");
+    }
     a
 }
 
@@ -394,7 +448,12 @@ struct Outcome {
     p50_us: f64,
     p99_us: f64,
     max_us: f64,
+    /// Growth of the server's anonymous resident memory over the run's setup and window, per
+    /// subscriber (`RssAnon`).
     rss_per_subscriber_kib: f64,
+    /// The same for all of its resident memory (`VmRSS`), which also counts the pages of its
+    /// own code and of files that the first call's paths read in.
+    all_rss_per_subscriber_kib: f64,
     keyframes: (usize, usize),
     keyframe_wait_p99_ms: f64,
     keyframes_sent: u64,
@@ -446,6 +505,57 @@ impl Outcome {
         1.0 - got as f64 / self.expected.max(1) as f64
     }
 
+    /// Every figure of the run, for `--json`: units in the names (`_us`, `_kib`, `_s`), shares
+    /// as fractions (0.25 is a quarter of one core).
+    fn json(&self) -> serde_json::Value {
+        let (kind, per_call) = match self.shape {
+            Shape::Broadcast { subscribers, .. } => ("broadcast", subscribers),
+            Shape::Pairs { .. } => ("pairs", 1),
+        };
+        serde_json::json!({
+            "server": self.server,
+            "round": self.round,
+            "shape": {"label": self.shape.label(), "kind": kind, "calls": self.shape.calls(),
+                      "subscribers_per_call": per_call},
+            "rate": {"fps": self.rate.fps, "packets_per_frame": self.rate.packets_per_frame,
+                     "audio_packets_per_s": self.rate.audio_pps},
+            "peers": self.peers,
+            "subscribers": self.subscribers,
+            "connect_s": self.connect_s,
+            "window_s": self.seconds,
+            "delivered_packets_per_s": self.pps(),
+            "delivered_video_packets_per_s": self.video_pps(),
+            "delivered_bytes_per_s": self.bytes as f64 / self.seconds,
+            "loss": self.loss(),
+            "server_cpu_s": self.server_cpu_s,
+            "server_cpu_share": self.server_cpu_s / self.seconds,
+            "server_cpu_ticks_s": self.server_cpu_ticks_s,
+            "server_steal": self.server_steal,
+            "cores": self.cores.iter().map(|c| serde_json::json!(
+                {"busy": c.busy, "steal": c.steal, "softirq": c.softirq})).collect::<Vec<_>>(),
+            "packets_per_server_cpu_s": self.per_cpu_s(),
+            "tool_cpu_s": self.tool_cpu_s,
+            "latency_us": {"p50": self.p50_us, "p99": self.p99_us, "max": self.max_us,
+                           "first_copy_p50": self.first_p50_us, "first_copy_p99": self.first_p99_us,
+                           "fan_out_p50": self.spread_p50_us, "fan_out_p99": self.spread_p99_us},
+            "in_server_us": {"p50": self.own_p50_us, "p99": self.own_p99_us},
+            "publishers_late_us": {"p50": self.late_p50_us, "p99": self.late_p99_us},
+            "tool_behind": self.tool_behind(),
+            "gso_share": self.coalesced_share,
+            "memory_kib_per_subscriber": {"anonymous": self.rss_per_subscriber_kib,
+                                          "resident": self.all_rss_per_subscriber_kib},
+            "keyframes": {"received_by": self.keyframes.0, "subscribers": self.keyframes.1,
+                          "wait_p99_ms": self.keyframe_wait_p99_ms, "sent": self.keyframes_sent},
+            "calls_per_worker": self.calls_per_worker,
+            "worker_budget": self.budget.as_ref().map(|(pct, cpus)| serde_json::json!({
+                "percent": pct,
+                "workers": self.worker_use.iter().zip(cpus).map(|(w, cpu)| serde_json::json!(
+                    {"cpu": cpu, "cpu_s": w.cpu_s, "periods": w.periods, "throttled": w.throttled}))
+                    .collect::<Vec<_>>(),
+            })),
+        })
+    }
+
     fn print(&self) {
         println!(
             "{} {} at {} fps × {} pkt + {} audio/s: {} peers, {} subscribers, connected in {:.1} s",
@@ -493,8 +603,13 @@ impl Outcome {
             1e6 / self.per_cpu_s()
         );
         println!(
-            "  latency p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs; server memory {:.0} KiB per subscriber",
-            self.p50_us, self.p99_us, self.max_us, self.rss_per_subscriber_kib
+            "  latency p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs; server memory {:.0} KiB per subscriber \
+             (anonymous; {:.0} with the pages of code and files it read in)",
+            self.p50_us,
+            self.p99_us,
+            self.max_us,
+            self.rss_per_subscriber_kib,
+            self.all_rss_per_subscriber_kib
         );
         println!(
             "  per packet: first copy p50 {:.0} µs, p99 {:.0} µs; first to last copy (the fan-out) p50 {:.0} µs, p99 {:.0} µs",
@@ -585,7 +700,7 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
         other => panic!("unknown server {other:?} (frontdesk or janus)"),
     };
     let pid = server.pid();
-    let rss_before = rss_kib(pid);
+    let rss_before = (anon_rss_kib(pid), rss_kib(pid));
     let t_setup = Instant::now();
     let totals = Totals::new(epoch);
     totals.borrow_mut().pacing = a.pacing;
@@ -643,7 +758,7 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
             b.workers.iter().map(|w| w.cpu).collect::<Vec<_>>(),
         )
     });
-    let rss_after = rss_kib(pid);
+    let rss_after = (anon_rss_kib(pid), rss_kib(pid));
     let metrics1 = match &server {
         Server::Frontdesk(f) => f.metrics().await,
         Server::Janus(_) => Default::default(),
@@ -714,7 +829,10 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
         own_p99_us: bucket_quantile(&own, 0.99),
         coalesced_share,
         max_us,
-        rss_per_subscriber_kib: rss_after.saturating_sub(rss_before) as f64 / n_subs.max(1) as f64,
+        rss_per_subscriber_kib: rss_after.0.saturating_sub(rss_before.0) as f64
+            / n_subs.max(1) as f64,
+        all_rss_per_subscriber_kib: rss_after.1.saturating_sub(rss_before.1) as f64
+            / n_subs.max(1) as f64,
         keyframes: (t.keyframe_ok, n_subs),
         keyframe_wait_p99_ms: common::percentile(&waits, 0.99),
         keyframes_sent: t.keyframes_sent,
@@ -862,6 +980,7 @@ fn table(outcomes: &[Outcome]) {
 
 fn main() {
     let a = args();
+    let json_path = a.json.clone();
     if let Some(cpus) = &a.tool_cpus {
         let ok = common::taskset_pid(&["-a"], cpus, std::process::id());
         assert!(ok, "taskset could not pin the tool to CPUs {cpus}");
@@ -925,10 +1044,42 @@ fn main() {
     let mut v = outcomes.borrow().clone();
     v.sort_by_key(|o| (format!("{:?}", o.shape), o.server.clone()));
     table(&v);
-    if let Some(f) = floor {
+    if let Some(f) = &floor {
         println!();
         f.print();
     }
+    if let Some(path) = json_path {
+        let doc = report_json(&outcomes.borrow(), floor.as_ref());
+        let text = serde_json::to_string_pretty(&doc).expect("figures serialize");
+        match std::fs::write(&path, text + "\n") {
+            Ok(()) => println!("\nfigures written to {}", path.display()),
+            Err(e) => {
+                eprintln!("media_load: cannot write {}: {e}", path.display());
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
+/// The whole run for `--json`: the machine, the command line, the floor, and each run in the
+/// order it ran.
+fn report_json(runs: &[Outcome], floor: Option<&floor::Floor>) -> serde_json::Value {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let unix_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    serde_json::json!({
+        "tool": "media_load",
+        "finished_unix_s": unix_s,
+        "machine": {"cpus": cpu_times().len(), "cpu_model": cpu_model(), "kernel": kernel.trim()},
+        "args": std::env::args().skip(1).filter(|a| a != "--bench").collect::<Vec<_>>(),
+        "floor": floor.map(|f| serde_json::json!({
+            "echo_datagrams_per_s": f.rate, "samples": f.samples,
+            "p50_us": f.p50_us, "p99_us": f.p99_us, "max_us": f.max_us, "cpuid_ns": f.cpuid_ns,
+        })),
+        "runs": runs.iter().map(Outcome::json).collect::<Vec<_>>(),
+    })
 }
 
 fn cpu_model() -> String {

@@ -7,11 +7,23 @@ use serde_json::json;
 /// The HS256 secret the load tools start the server with.
 pub const JWT_SECRET: &str = "load-test-secret-0123456789abcdefghijklmnop";
 
-/// Resident memory of a process, KiB.
+/// Resident memory of a process, KiB: everything it has in RAM, its code and the files it
+/// mapped included.
 pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// Resident anonymous memory of a process, KiB (`RssAnon`: heap, stacks, private buffers).
+/// What grows with the peers a server holds; the pages of its own code it reads in when a
+/// path first runs (`RssFile`) are shared, bounded by the binary, and not per anything.
+pub fn anon_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "RssAnon:")
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
