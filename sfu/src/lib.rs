@@ -31,6 +31,9 @@ pub mod turn;
 
 pub use str0m::net::{Protocol, Transmit};
 
+#[doc(hidden)]
+pub use srtp::bench as seal_bench;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -28,8 +28,10 @@
 use str0m::crypto::dtls::SrtpProfile;
 use str0m::crypto::{
     AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256GcmCipher, Aes128CmSha1_80,
-    Aes128CmSha1_80Cipher, CryptoError, CryptoProvider, Sha1HmacProvider, SrtpProvider,
+    Aes128CmSha1_80Cipher, CryptoError, CryptoProvider, SrtpProvider,
 };
+
+use aws_lc_rs::hmac;
 
 use crate::dtls::Keying;
 
@@ -63,24 +65,20 @@ struct Aead {
     salt: [u8; 12],
 }
 
-/// One direction's AES-CM/HMAC-SHA1: session key (in the cipher), salt and authentication key.
+/// One direction's AES-CM/HMAC-SHA1: session key (in the cipher), salt and authentication key
+/// (in the HMAC key, whose keyed state aws-lc computes once here rather than once a packet, and
+/// wipes when it is dropped).
 struct Cm {
     cipher: Box<dyn Aes128CmSha1_80Cipher>,
     salt: [u8; 14],
-    auth: [u8; 20],
-    hmac: &'static dyn Sha1HmacProvider,
+    auth: hmac::Key,
 }
 
-impl Drop for Cm {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.auth);
-    }
-}
-
-/// One direction's context, for the profile the peer negotiated.
+/// One direction's context, for the profile the peer negotiated. An AES-CM context is boxed:
+/// its HMAC key holds aws-lc's keyed state (over a kilobyte), and most peers use AES-GCM.
 enum Ctx {
     Gcm(Aead),
-    Cm(Cm),
+    Cm(Box<Cm>),
 }
 
 /// A peer's SRTP as the core's forwarding path needs it: sealing RTP to the peer, opening
@@ -124,7 +122,9 @@ impl FastSrtp {
             SrtpProfile::AEAD_AES_256_GCM => {
                 contexts::<32>(crypto.srtp_provider, keying)?.map(Ctx::Gcm)
             }
-            SrtpProfile::AES128_CM_SHA1_80 => cm_contexts(crypto, keying)?.map(Ctx::Cm),
+            SrtpProfile::AES128_CM_SHA1_80 => {
+                cm_contexts(crypto, keying)?.map(|c| Ctx::Cm(Box::new(c)))
+            }
             _ => return None,
         };
         Some(FastSrtp {
@@ -310,17 +310,24 @@ impl Cm {
         m.derive(srtp, labels.2, &mut salt);
         let cipher = srtp.aes_128_cm_sha1_80().create_cipher(key, seal);
         zeroize::Zeroize::zeroize(&mut key);
+        let hmac_key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &auth);
+        zeroize::Zeroize::zeroize(&mut auth);
         Cm {
             cipher,
             salt,
-            auth,
-            hmac: crypto.sha1_hmac_provider,
+            auth: hmac_key,
         }
     }
 
     /// HMAC-SHA1 under the authentication key over `parts`, one after another.
     fn mac(&self, parts: &[&[u8]]) -> [u8; 20] {
-        self.hmac.sha1_hmac(&self.auth, parts)
+        let mut ctx = hmac::Context::with_key(&self.auth);
+        for p in parts {
+            ctx.update(p);
+        }
+        let mut tag = [0u8; 20];
+        tag.copy_from_slice(ctx.sign().as_ref());
+        tag
     }
 
     /// Seals `payload` into `out`, which holds the `hlen`-byte header and room for payload
@@ -352,8 +359,8 @@ impl Cm {
         let (ssrc, index) = cm_srtcp_header(datagram)?;
         let n = datagram.len();
         let (authed, tag) = datagram.split_at(n - CM_TAG_LEN);
-        let hmac = self.hmac;
-        let ok = Aes128CmSha1_80::rtcp_verify(|k, p| hmac.sha1_hmac(k, p), &self.auth, authed, tag);
+        // str0m's check compares the truncated tag in constant time; the key is in `auth`.
+        let ok = Aes128CmSha1_80::rtcp_verify(|_, parts| self.mac(parts), &[], authed, tag);
         if !ok {
             return None;
         }
@@ -645,6 +652,54 @@ pub(crate) fn for_each_nack(rtcp: &[u8], mut nack: impl FnMut(u32, u16)) {
     }
 }
 
+/// Sealing one copy under each profile, for `benches/seal.rs` (what a receiver's SRTP profile
+/// costs per copy); not an API. The keys are fixed bytes, never a session's.
+#[doc(hidden)]
+pub mod bench {
+    use super::*;
+
+    /// One receiver's RTP sealing context and a buffer.
+    pub struct Sealer {
+        fast: FastSrtp,
+        out: Vec<u8>,
+        index: u64,
+    }
+
+    impl Sealer {
+        /// `profile`: `aes256gcm`, `aes128gcm` or `aes128cm` (AES-CM with HMAC-SHA1-80).
+        pub fn new(profile: &str) -> Option<Sealer> {
+            let (profile, key, salt) = match profile {
+                "aes256gcm" => (SrtpProfile::AEAD_AES_256_GCM, 32, GCM_SALT_LEN),
+                "aes128gcm" => (SrtpProfile::AEAD_AES_128_GCM, 16, GCM_SALT_LEN),
+                "aes128cm" => (SrtpProfile::AES128_CM_SHA1_80, 16, CM_SALT_LEN),
+                _ => return None,
+            };
+            let keying = Keying {
+                profile,
+                material: (0..(2 * key + 2 * salt) as u8).collect(),
+                active: false,
+            };
+            let crypto = str0m::crypto::from_feature_flags();
+            Some(Sealer {
+                fast: FastSrtp::new(&crypto, &keying)?,
+                out: Vec::with_capacity(1500),
+                index: 0,
+            })
+        }
+
+        /// Seals `payload` behind a 12-byte RTP header as the next packet of one stream;
+        /// returns the sealed length.
+        pub fn seal(&mut self, payload: &[u8]) -> usize {
+            self.index += 1;
+            let mut header = [0x80, 96, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78];
+            header[2..4].copy_from_slice(&(self.index as u16).to_be_bytes());
+            let (fast, out) = (&mut self.fast, &mut self.out);
+            fast.seal_rtp(&header, payload, 0x1234_5678, self.index, out);
+            out.len()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -738,12 +793,12 @@ mod tests {
             SrtpProfile::AEAD_AES_256_GCM => Ctx::Gcm(
                 Aead::new(srtp, &master::<32>(m, active, 12).unwrap(), k, sl, seal).unwrap(),
             ),
-            _ => Ctx::Cm(Cm::new(
+            _ => Ctx::Cm(Box::new(Cm::new(
                 &crypto,
                 &master::<16>(m, active, 14).unwrap(),
                 (k, a, sl),
                 seal,
-            )),
+            ))),
         }
     }
 
