@@ -50,7 +50,9 @@
 //! `--server-cpus 0 --tool-cpus 1` runs the server on core 0 and this tool on core 1
 //! (`taskset`), so a run measures what one core of the server forwards. `--ramp` multiplies
 //! the packets per frame through the list given, on the first shape, to find the most one
-//! server forwards without loss.
+//! server forwards without loss; at the end it names that step, the first step past it that
+//! lost packets and whether the tool was at its own limit there, and the packets per frame
+//! that give half of the maximum.
 //!
 //! `--pacing` says when publishers wake (`media_load/pacer.rs`): `tick` (the default), all
 //! together on an exact 1 ms grid; `precise` (or `--precise-pacing`), each packet at its own
@@ -981,6 +983,7 @@ fn table(outcomes: &[Outcome]) {
 fn main() {
     let a = args();
     let json_path = a.json.clone();
+    let ramp = !a.ramp.is_empty();
     if let Some(cpus) = &a.tool_cpus {
         let ok = common::taskset_pid(&["-a"], cpus, std::process::id());
         assert!(ok, "taskset could not pin the tool to CPUs {cpus}");
@@ -1044,6 +1047,9 @@ fn main() {
     let mut v = outcomes.borrow().clone();
     v.sort_by_key(|o| (format!("{:?}", o.shape), o.server.clone()));
     table(&v);
+    if ramp {
+        ramp_summary(&outcomes.borrow());
+    }
     if let Some(f) = &floor {
         println!();
         f.print();
@@ -1058,6 +1064,73 @@ fn main() {
                 std::process::exit(1);
             }
         }
+    }
+}
+
+/// A loss share this small is a packet or two at a window's edge, not the server's: a ramp
+/// step under it counts as without loss.
+const LOSSLESS: f64 = 1e-4;
+
+/// For `--ramp`, per server: the highest step without loss (in the order the steps ran), the
+/// first step past it that lost packets, whether the tool kept up there, and the
+/// `--packets-per-frame` that gives half of that maximum, for the latency target's half load.
+fn ramp_summary(runs: &[Outcome]) {
+    let mut servers: Vec<&str> = runs.iter().map(|o| o.server.as_str()).collect();
+    servers.dedup();
+    for server in servers {
+        let steps: Vec<&Outcome> = runs.iter().filter(|o| o.server == server).collect();
+        let Some(best) = steps
+            .iter()
+            .filter(|o| o.loss() <= LOSSLESS)
+            .max_by(|x, y| x.pps().total_cmp(&y.pps()))
+        else {
+            println!("\n{server}: every step of the ramp lost packets; start it lower");
+            continue;
+        };
+        println!(
+            "\n{server} {}: most without loss {:.0} packets/s ({:.0} video) at {:.1} % of the server's CPU, \
+             p99 {:.0} µs, the tool at {:.0} % of a core{}",
+            best.shape.label(),
+            best.pps(),
+            best.video_pps(),
+            100.0 * best.server_cpu_s / best.seconds,
+            best.p99_us,
+            100.0 * best.tool_cpu_s / best.seconds,
+            if best.tool_behind() { ", behind its schedule †" } else { "" },
+        );
+        match steps
+            .iter()
+            .find(|o| o.loss() > LOSSLESS && o.pps() > best.pps())
+        {
+            Some(lost) => println!(
+                "  past it: {:.3} % lost at {:.0} packets/s (server {:.1} %, tool {:.0} %): {}",
+                100.0 * lost.loss(),
+                lost.pps(),
+                100.0 * lost.server_cpu_s / lost.seconds,
+                100.0 * lost.tool_cpu_s / lost.seconds,
+                if lost.tool_cpu_s / lost.seconds > 0.95 || lost.tool_behind() {
+                    "the tool was at its limit there, so this maximum may be the tool's"
+                } else {
+                    "the server's limit"
+                }
+            ),
+            None => println!(
+                "  no step lost packets: the maximum lies past the ramp's last step; take it higher"
+            ),
+        }
+        // Delivered packets/s = subscribers × (fps × packets per frame + audio); half of the
+        // maximum in packets per frame, at the same fps and audio.
+        let r = best.rate;
+        let per_frame = (best.pps() / 2.0 / best.subscribers.max(1) as f64
+            - f64::from(r.audio_pps))
+            / f64::from(r.fps.max(1));
+        println!(
+            "  half of it: about --packets-per-frame {:.0} (or --ramp {:.0}) at --fps {} --audio {}",
+            per_frame.max(1.0),
+            per_frame.max(1.0),
+            r.fps,
+            r.audio_pps
+        );
     }
 }
 
