@@ -443,6 +443,9 @@ struct Outcome {
     /// also kept to print beside it.
     server_cpu_s: f64,
     server_cpu_ticks_s: f64,
+    /// How long the CPU readings actually spanned; the CPU figures are scaled from it to the
+    /// window.
+    cpu_read_s: f64,
     cores: Vec<CoreShare>,
     /// Steal on the server's CPUs (all CPUs when it is not pinned), as a share of them.
     server_steal: f64,
@@ -532,6 +535,7 @@ impl Outcome {
             "server_cpu_s": self.server_cpu_s,
             "server_cpu_share": self.server_cpu_s / self.seconds,
             "server_cpu_ticks_s": self.server_cpu_ticks_s,
+            "cpu_read_s": self.cpu_read_s,
             "server_steal": self.server_steal,
             "cores": self.cores.iter().map(|c| serde_json::json!(
                 {"busy": c.busy, "steal": c.steal, "softirq": c.softirq})).collect::<Vec<_>>(),
@@ -599,6 +603,12 @@ impl Outcome {
             cores.join(", "),
             self.tool_cpu_s
         );
+        if (self.cpu_read_s - self.seconds).abs() > 0.02 * self.seconds {
+            println!(
+                "  (the CPU readings spanned {:.2} s, as this tool woke late; scaled to the {:.0} s window)",
+                self.cpu_read_s, self.seconds
+            );
+        }
         println!(
             "  {:.0} delivered packets per server CPU-second ({:.2} µs each)",
             self.per_cpu_s(),
@@ -732,25 +742,41 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     let t0 = Instant::now() + Duration::from_millis(20);
     totals.borrow().set_window(stamp(t0), stamp(t0 + window));
     tokio::time::sleep_until(t0.into()).await;
+    let read0 = Instant::now();
     let (cpu0, cores0, tool0) = (cpu_ticks(pid), cpu_times(), cpu_ticks(std::process::id()));
     let ns0 = cpu_ns(pid);
     let workers0 = server.budget().map(|b| b.ticks()).unwrap_or_default();
     tokio::time::sleep_until((t0 + window).into()).await;
+    let read1 = Instant::now();
     let (cpu1, cores1, tool1) = (cpu_ticks(pid), cpu_times(), cpu_ticks(std::process::id()));
     let ns1 = cpu_ns(pid);
+    // The readings are taken when this thread gets to them, and a saturated tool wakes late:
+    // they can span more than the window (5.4 s of a 5 s window at 10×10's maximum, which
+    // read as 108 % of a core for a server pinned to one). CPU is scaled to the window, to go
+    // with the packets counted in it.
+    let cpu_read_s = read1
+        .saturating_duration_since(read0)
+        .as_secs_f64()
+        .max(1e-3);
+    let scale = window.as_secs_f64() / cpu_read_s;
     // The exact per-thread sum when no thread came or went in the window, else the ticks.
-    let server_cpu_s = if ns0.1 == ns1.1 && ns1.0 >= ns0.0 {
-        (ns1.0 - ns0.0) as f64 / 1e9
-    } else {
-        (cpu1 - cpu0) as f64 / 100.0
-    };
+    let server_cpu_s = scale
+        * if ns0.1 == ns1.1 && ns1.0 >= ns0.0 {
+            (ns1.0 - ns0.0) as f64 / 1e9
+        } else {
+            (cpu1 - cpu0) as f64 / 100.0
+        };
     let worker_use: Vec<budget::WorkerUse> = server
         .budget()
         .map(|b| {
             b.ticks()
                 .iter()
                 .zip(&workers0)
-                .map(|(n, w)| n.since(w))
+                .map(|(n, w)| {
+                    let mut u = n.since(w);
+                    u.cpu_s *= scale;
+                    u
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -815,10 +841,11 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
         bytes: t.recv_bytes,
         expected,
         server_cpu_s,
-        server_cpu_ticks_s: (cpu1 - cpu0) as f64 / 100.0,
+        server_cpu_ticks_s: scale * (cpu1 - cpu0) as f64 / 100.0,
+        cpu_read_s,
         cores,
         server_steal,
-        tool_cpu_s: (tool1 - tool0) as f64 / 100.0,
+        tool_cpu_s: scale * (tool1 - tool0) as f64 / 100.0,
         p50_us: t.latency_quantile(0.5),
         p99_us: t.latency_quantile(0.99),
         first_p50_us: peer::quantile(&t.first_copy_us, 0.5),
