@@ -36,16 +36,18 @@
 //! (`frontdesk_media_datagrams_coalesced_total` against the packets forwarded).
 //!
 //! Per run it reports: delivered (forwarded) packets/s and bytes/s measured at the
-//! subscribers, the server's CPU (the exact sum of its threads' on-CPU time from
+//! subscribers; the server's CPU (the exact sum of its threads' on-CPU time from
 //! `/proc/<pid>/task/*/schedstat` when no thread came or went in the window, else the 10 ms
-//! ticks of `/proc/<pid>/stat`, which are printed beside it) and each core's busy time
-//! with its softirq and steal shares (`/proc/stat`; steal is time the hypervisor gave away, so
-//! a run with steal on the server's cores has its latency tail from the host), delivered packets per server CPU-second, latency p50/p99/max, loss (packets
-//! sent in the window that did not arrive at every subscriber), the growth of the server's
-//! anonymous resident memory (`RssAnon`: heap, stacks, buffers) per subscriber — beside it,
-//! all of its resident memory (`VmRSS`), which also counts the pages of the server's own code
-//! that the first call reads in from disk, shared and bounded by the binary; the figures
-//! before 2026-12-06 23:40 UTC were that one — and whether every subscriber received a complete keyframe after it joined.
+//! ticks of `/proc/<pid>/stat`, which are printed beside it; both scaled to the window when
+//! the tool read them late) and each core's busy time with its softirq and steal shares
+//! (`/proc/stat`; steal is time the hypervisor gave away, so a run with steal on the server's
+//! cores has its latency tail from the host); delivered packets per server CPU-second;
+//! latency p50/p99/max; loss (packets sent in the window that did not arrive at every
+//! subscriber); the growth of the server's anonymous resident memory (`RssAnon`: heap, stacks,
+//! buffers) per subscriber, and beside it that of all its resident memory (`VmRSS`), which
+//! also counts the pages of the server's own code that the first call reads in from disk,
+//! shared and bounded by the binary (the figures before 2026-12-06 23:40 UTC were that one);
+//! and whether every subscriber received a complete keyframe after it joined.
 //!
 //! `--server-cpus 0 --tool-cpus 1` runs the server on core 0 and this tool on core 1
 //! (`taskset`), so a run measures what one core of the server forwards. `--ramp` multiplies
@@ -228,7 +230,8 @@ struct Args {
 /// Says what is wrong with the command line, and how it goes, and exits.
 fn usage(problem: &str) -> ! {
     eprintln!("media_load: {problem}");
-    eprintln!("usage: cargo bench --bench media_load -- [options]; the options are listed at the top of benches/media_load.rs");
+    eprintln!("usage: cargo bench --bench media_load -- [options]");
+    eprintln!("(the options and what each figure means are at the top of benches/media_load.rs)");
     std::process::exit(2)
 }
 

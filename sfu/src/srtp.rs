@@ -693,9 +693,9 @@ pub mod bench {
             self.index += 1;
             let mut header = [0x80, 96, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78];
             header[2..4].copy_from_slice(&(self.index as u16).to_be_bytes());
-            let (fast, out) = (&mut self.fast, &mut self.out);
-            fast.seal_rtp(&header, payload, 0x1234_5678, self.index, out);
-            out.len()
+            self.fast
+                .seal_rtp(&header, payload, 0x1234_5678, self.index, &mut self.out);
+            self.out.len()
         }
     }
 }
