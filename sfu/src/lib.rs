@@ -11,9 +11,9 @@
 //!
 //! str0m receives every packet (SRTP, RTCP, keyframe requests, reports). What is forwarded to a
 //! receiver, the core seals itself with keys from that receiver's handshake (module `srtp`:
-//! AES-GCM or AES-CM, whichever it negotiated), and answers NACKs for it; str0m sends one packet per track every
-//! 500 ms so that its sender reports stay current, and the core adds its own packets to the
-//! counts in those reports. ARCHITECTURE.md has the reasoning.
+//! AES-GCM or AES-CM, whichever it negotiated), and answers NACKs for it; str0m sends one
+//! packet per track every 500 ms so that its sender reports stay current, and the core adds its
+//! own packets to the counts in those reports. ARCHITECTURE.md has the reasoning.
 //!
 //! ```
 //! use frontdesk_sfu::{Sfu, SfuConfig, PeerId, RoomId, SfuError};

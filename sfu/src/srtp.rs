@@ -11,9 +11,9 @@
 //! Sharing the keys with str0m is safe because a nonce (the AEAD's, or AES-CM's counter block)
 //! is (SSRC, rollover counter, sequence number) for RTP and (SSRC, SRTCP index) for SRTCP, and
 //! no nonce seals two plaintexts that both leave: for a forwarded stream the core picks every
-//! sequence number and gives each to exactly one of the two paths. This module *opens* the receivers' SRTCP — with
-//! its own context, str0m opening the same datagram with its own — to read the NACKs that ask
-//! for packets str0m never saw. And it rewrites str0m's sender reports before they leave
+//! sequence number and gives each to exactly one of the two paths. This module *opens* the
+//! receivers' SRTCP — with its own context, str0m opening the same datagram with its own — to
+//! read the NACKs that ask for packets str0m never saw. And it rewrites str0m's sender reports before they leave
 //! ([`FastSrtp::add_to_sender_reports`]): their packet and octet counts are str0m's own, about
 //! one packet in twenty of a track the core seals, so the core opens the report, adds what it
 //! sent, and seals it again under str0m's index. That nonce seals two plaintexts, but the
@@ -31,7 +31,7 @@ use str0m::crypto::{
     Aes128CmSha1_80Cipher, CryptoError, CryptoProvider, SrtpProvider,
 };
 
-use aws_lc_rs::hmac;
+use aws_lc_rs::{constant_time, hmac};
 
 use crate::dtls::Keying;
 
@@ -359,11 +359,8 @@ impl Cm {
         let (ssrc, index) = cm_srtcp_header(datagram)?;
         let n = datagram.len();
         let (authed, tag) = datagram.split_at(n - CM_TAG_LEN);
-        // str0m's check compares the truncated tag in constant time; the key is in `auth`.
-        let ok = Aes128CmSha1_80::rtcp_verify(|_, parts| self.mac(parts), &[], authed, tag);
-        if !ok {
-            return None;
-        }
+        let expected = self.mac(&[authed]);
+        constant_time::verify_slices_are_equal(&expected[..CM_TAG_LEN], tag).ok()?;
         let sealed = &datagram[8..n - CM_TAG_LEN - SRTCP_INDEX_LEN];
         let iv = Aes128CmSha1_80::rtp_iv(self.salt, ssrc, u64::from(index));
         out.extend_from_slice(&datagram[..8]);
@@ -388,11 +385,15 @@ impl Cm {
             return false;
         }
         let iv = Aes128CmSha1_80::rtp_iv(self.salt, ssrc, u64::from(index));
-        let mut sealed = vec![0u8; body - 8];
-        if self.cipher.encrypt(&iv, &plain[8..], &mut sealed).is_err() {
+        // Counter mode fails only on unequal lengths, which the check above rules out, so
+        // `datagram` is left as it was whenever this returns false.
+        if self
+            .cipher
+            .encrypt(&iv, &plain[8..], &mut datagram[8..body])
+            .is_err()
+        {
             return false;
         }
-        datagram[8..body].copy_from_slice(&sealed);
         let tag = self.mac(&[&datagram[..n - CM_TAG_LEN]]);
         datagram[n - CM_TAG_LEN..].copy_from_slice(&tag[..CM_TAG_LEN]);
         true
@@ -788,14 +789,28 @@ mod tests {
         let srtp = crypto.srtp_provider;
         match keying.profile {
             SrtpProfile::AEAD_AES_128_GCM => Ctx::Gcm(
-                Aead::new(srtp, &master::<16>(m, active, 12).unwrap(), k, sl, seal).unwrap(),
+                Aead::new(
+                    srtp,
+                    &master::<16>(m, active, GCM_SALT_LEN).unwrap(),
+                    k,
+                    sl,
+                    seal,
+                )
+                .unwrap(),
             ),
             SrtpProfile::AEAD_AES_256_GCM => Ctx::Gcm(
-                Aead::new(srtp, &master::<32>(m, active, 12).unwrap(), k, sl, seal).unwrap(),
+                Aead::new(
+                    srtp,
+                    &master::<32>(m, active, GCM_SALT_LEN).unwrap(),
+                    k,
+                    sl,
+                    seal,
+                )
+                .unwrap(),
             ),
             _ => Ctx::Cm(Box::new(Cm::new(
                 &crypto,
-                &master::<16>(m, active, 14).unwrap(),
+                &master::<16>(m, active, CM_SALT_LEN).unwrap(),
                 (k, a, sl),
                 seal,
             ))),
