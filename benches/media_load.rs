@@ -6,7 +6,7 @@
 //!     [--seconds 10] [--warmup 2] [--rounds 1] [--fps 30] [--packets-per-frame 5] [--audio 50]
 //!     [--server-cpus 0] [--tool-cpus 1] [--workers N] [--worker-budget PCT]
 //!     [--ramp 5,10,20,40] [--floor 5] [--pacing tick|precise|tokio] [--publishers own|shared]
-//!     [--json results.json]
+//!     [--receiver-gro on|off] [--json results.json]
 //! ```
 //!
 //! A shape `PxS` is P calls, each with one publisher and S subscribers (frontdesk: the
@@ -63,6 +63,12 @@
 //! runs the publishers on a thread of their own at real-time priority, so that reading the
 //! subscribers' copies does not hold their sends back (`media_load/publishers.rs`); `shared`
 //! runs every peer on the tool's one thread, as the figures before 2026-12-06 19:46 UTC.
+//!
+//! `--receiver-gro on` (the default) sets `UDP_GRO` on the peers' sockets, so that a run of
+//! copies the server sent to one receiver in one UDP GSO send reaches it as one buffer, which
+//! the tool cuts up; without it loopback cuts the run into datagrams and queues each on the
+//! receiver's socket on the server's core, which on a network is the receiver's own machine's
+//! work (`media_load/rxstamp.rs`). `off` measures as the figures before 2026-12-07 01:40 UTC.
 //!
 //! `--worker-budget PCT` (with `--workers N`) caps each of frontdesk's media workers at PCT %
 //! of one CPU, each in a cgroup of its own, pinned one to a CPU of `--server-cpus`
@@ -340,6 +346,14 @@ fn args() -> Args {
                     "shared" => false,
                     _ => usage(&format!("--publishers {val:?}: own or shared")),
                 }
+            }
+            "--receiver-gro" => {
+                let on = match val.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => usage(&format!("--receiver-gro {val:?}: on or off")),
+                };
+                rxstamp::RECEIVER_GRO.store(on, std::sync::atomic::Ordering::Relaxed);
             }
             "--json" => a.json = Some(val.into()),
             _ => usage(&format!("unknown option {name:?}")),
@@ -1027,13 +1041,18 @@ fn main() {
     let all = outcomes.clone();
     let floor = local.block_on(&rt, async move {
         println!(
-            "media load on {} CPUs, {}; server CPUs {}, tool CPUs {}; publishers paced on {}",
+            "media load on {} CPUs, {}; server CPUs {}, tool CPUs {}; publishers paced on {}; receivers take GSO runs {}",
             // Counted from /proc/stat: this process may itself be pinned to fewer.
             cpu_times().len(),
             cpu_model(),
             a.server_cpus.as_deref().unwrap_or("any"),
             a.tool_cpus.as_deref().unwrap_or("any"),
             a.pacing.name(),
+            if rxstamp::RECEIVER_GRO.load(std::sync::atomic::Ordering::Relaxed) {
+                "whole (UDP_GRO)"
+            } else {
+                "datagram by datagram"
+            },
         );
         let floor = if a.floor_seconds > 0 {
             let f = floor::measure(a.server_cpus.as_deref(), 200, a.floor_seconds).await;

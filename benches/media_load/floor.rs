@@ -119,7 +119,7 @@ pub async fn measure(server_cpus: Option<&str>, rate: u32, seconds: u64) -> Floo
         let wake = if next < n { due } else { end };
         tokio::select! {
             r = socket.async_io(Interest::READABLE, || crate::rxstamp::recv(&socket, &mut buf)) => {
-                if let Ok((len, _, at)) = r {
+                if let Ok(crate::rxstamp::Received { len, at, .. }) = r {
                     if len == 8 {
                         let i = u64::from_be_bytes(buf[..8].try_into().expect("8 bytes")) as usize;
                         if let Some(t) = sent.get_mut(i).and_then(Option::take) {

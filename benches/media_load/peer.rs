@@ -375,7 +375,7 @@ impl Peer {
     pub async fn run(mut self, role: Role, totals: Rc<RefCell<Totals>>) {
         let epoch = totals.borrow().epoch;
         let mut st = State::new(&mut self.rtc, role, epoch, std::mem::take(&mut self.mids));
-        let mut buf = vec![0u8; 2048];
+        let mut buf = crate::rxstamp::buffer();
         // A publisher paces on a timer of its own (`media_load/pacer.rs`).
         let pacing = totals.borrow().pacing;
         let timer = st
@@ -392,11 +392,11 @@ impl Peer {
                 .min(Instant::now() + Duration::from_millis(100));
             tokio::select! {
                 r = self.socket.async_io(Interest::READABLE, || crate::rxstamp::recv(&self.socket, &mut buf)) => {
-                    let Ok((n, from, at)) = r else { continue };
-                    self.take(&mut st, &totals, &buf[..n], from, at);
+                    let Ok(r) = r else { continue };
+                    self.take_all(&mut st, &totals, &buf, r);
                     // More that already arrived, without going back to the reactor.
-                    while let Ok((n, from, at)) = self.socket.try_io(Interest::READABLE, || crate::rxstamp::recv(&self.socket, &mut buf)) {
-                        self.take(&mut st, &totals, &buf[..n], from, at);
+                    while let Ok(r) = self.socket.try_io(Interest::READABLE, || crate::rxstamp::recv(&self.socket, &mut buf)) {
+                        self.take_all(&mut st, &totals, &buf, r);
                     }
                 }
                 () = crate::pacer::sleep_until(timer.as_ref(), wake) => {
@@ -412,6 +412,19 @@ impl Peer {
                     self.drain(&mut st, &totals, None);
                 }
             }
+        }
+    }
+
+    /// Hands each datagram of one read (a GSO run is several) to the `Rtc`.
+    fn take_all(
+        &mut self,
+        st: &mut State,
+        totals: &Rc<RefCell<Totals>>,
+        buf: &[u8],
+        r: crate::rxstamp::Received,
+    ) {
+        for d in r.datagrams(buf) {
+            self.take(st, totals, d, r.from, r.at);
         }
     }
 
