@@ -1121,7 +1121,8 @@ fn main() {
 const LOSSLESS: f64 = 1e-4;
 
 /// For `--ramp`, per server: the highest step without loss (in the order the steps ran), the
-/// first step past it that lost packets, whether the tool kept up there, and the
+/// first step past it that lost packets, whether the tool kept up there, any lower step that
+/// lost packets (the maximum is then not to be trusted from one run), and the
 /// `--packets-per-frame` that gives half of that maximum, for the latency target's half load.
 fn ramp_summary(runs: &[Outcome]) {
     let mut servers: Vec<&str> = runs.iter().map(|o| o.server.as_str()).collect();
@@ -1164,8 +1165,27 @@ fn ramp_summary(runs: &[Outcome]) {
                 }
             ),
             None => println!(
-                "  no step lost packets: the maximum lies past the ramp's last step; take it higher"
+                "  no step past it lost packets: the maximum lies past the ramp's last step; take it higher"
             ),
+        }
+        // A lower step that lost packets while a higher one did not: the ramp is not a clean
+        // staircase (the host, or the tool at its limit), and the maximum wants a second run.
+        for lost in steps
+            .iter()
+            .filter(|o| o.loss() > LOSSLESS && o.pps() < best.pps())
+        {
+            println!(
+                "  but a lower step lost packets: {:.3} % at {:.0} packets/s (server {:.1} %, tool {:.0} %{}); run the ramp again before relying on the maximum",
+                100.0 * lost.loss(),
+                lost.pps(),
+                100.0 * lost.server_cpu_s / lost.seconds,
+                100.0 * lost.tool_cpu_s / lost.seconds,
+                if lost.tool_cpu_s / lost.seconds > 0.95 || lost.tool_behind() {
+                    ", at its limit"
+                } else {
+                    ""
+                },
+            );
         }
         // Delivered packets/s = subscribers × (fps × packets per frame + audio); half of the
         // maximum in packets per frame, at the same fps and audio.
