@@ -58,6 +58,12 @@ pub struct Timer {
     fd: AsyncFd<OwnedFd>,
     /// With [`Pacing::Tick`], the epoch the grid counts from.
     grid: Option<Instant>,
+    /// The deadline the timer is armed for and has not yet been seen to pass. A peer's loop
+    /// asks for its next wake-up again after every datagram it reads; on a VM each
+    /// `timerfd_settime` reprograms the CPU's timer through the hypervisor, and re-arming for
+    /// the same deadline after every read cost the tool 16 % of its core at 25 one-to-one
+    /// calls (docs/benchmarks.md), so an unchanged deadline is left armed.
+    armed: std::cell::Cell<Option<Instant>>,
 }
 
 impl Timer {
@@ -89,7 +95,11 @@ impl Timer {
         // as the AsyncFd that owns it lives.
         let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
             .map_err(|e| io::Error::other(e.to_string()))?;
-        Ok(Timer { fd, grid })
+        Ok(Timer {
+            fd,
+            grid,
+            armed: std::cell::Cell::new(None),
+        })
     }
 
     /// Waits until `at` (at once if it has passed), or on the grid, until the first tick at or
@@ -99,6 +109,37 @@ impl Timer {
             Some(epoch) => on_grid(epoch, at),
             None => at,
         };
+        if self.armed.get() != Some(at) {
+            if let Err(d) = self.arm(at) {
+                // Not expected; fall back to the coarse timer rather than spin.
+                tokio::time::sleep(d).await;
+                return;
+            }
+        }
+        loop {
+            let Ok(mut guard) = self.fd.readable().await else {
+                return;
+            };
+            let mut expirations = [0u8; 8];
+            // SAFETY: reads at most 8 bytes into the buffer above.
+            let n = unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    expirations.as_mut_ptr().cast(),
+                    expirations.len(),
+                )
+            };
+            if n == 8 {
+                self.armed.set(None);
+                return;
+            }
+            guard.clear_ready();
+        }
+    }
+
+    /// Arms the timer for `at` (which resets its count of expirations); if the kernel
+    /// refuses, the wait it would have been.
+    fn arm(&self, at: Instant) -> Result<(), Duration> {
         // Zero would disarm the timer: a deadline that has passed waits 1 µs.
         let d = at
             .saturating_duration_since(Instant::now())
@@ -116,28 +157,12 @@ impl Timer {
         // SAFETY: a valid timerfd and a fully initialised itimerspec.
         let r =
             unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
-        if r != 0 {
-            // Not expected; fall back to the coarse timer rather than spin.
-            tokio::time::sleep(d).await;
-            return;
-        }
-        loop {
-            let Ok(mut guard) = self.fd.readable().await else {
-                return;
-            };
-            let mut expirations = [0u8; 8];
-            // SAFETY: reads at most 8 bytes into the buffer above.
-            let n = unsafe {
-                libc::read(
-                    self.fd.as_raw_fd(),
-                    expirations.as_mut_ptr().cast(),
-                    expirations.len(),
-                )
-            };
-            if n == 8 {
-                return;
-            }
-            guard.clear_ready();
+        if r == 0 {
+            self.armed.set(Some(at));
+            Ok(())
+        } else {
+            self.armed.set(None);
+            Err(d)
         }
     }
 }
