@@ -76,6 +76,11 @@
 //! core adds, on a machine whose cores the tool also needs. The run prints each worker's CPU,
 //! how often its budget held it back, and how many calls each worker held.
 //!
+//! A run that fails part way (a peer that does not connect in time, a server that stops
+//! answering at a ramp's top step) is reported where it failed, with the reason; its server
+//! is stopped and its peers told to stop, the other runs' figures are printed and written as
+//! usual, a ramp stops at that step, and the tool exits with code 1.
+//!
 //! `--json PATH` also writes every run's figures to PATH as JSON (the machine, the command
 //! line, the floor, then one object per run in the order they ran; units in the field names),
 //! for a load tester's own scripts and records.
@@ -165,6 +170,16 @@ pub struct Setup {
     pub subscribers: usize,
 }
 
+impl Drop for Setup {
+    /// A run that stopped part way (a panic in its setup) must not leave its peers sending:
+    /// the publishers' thread runs at real-time priority on the tool's CPU until told to stop.
+    fn drop(&mut self) {
+        if let Ok(t) = self.totals.try_borrow() {
+            t.stop();
+        }
+    }
+}
+
 impl Setup {
     pub fn new(totals: Rc<RefCell<Totals>>, own_thread: bool) -> Setup {
         let publishers = own_thread.then(|| {
@@ -198,6 +213,15 @@ impl Setup {
         tokio::task::spawn_local(peer.run(role, self.totals.clone()));
     }
 
+    /// Stops every peer of the run and waits for the publishers' thread, adding what it
+    /// counted to the totals. Dropping a `Setup` (a run that failed part way) stops them too.
+    pub fn stop(&mut self) {
+        self.totals.borrow().stop();
+        if let Some(p) = self.publishers.take() {
+            p.finish(&mut self.totals.borrow_mut());
+        }
+    }
+
     /// Waits until every peer started so far is connected.
     pub async fn connected(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -213,6 +237,7 @@ impl Setup {
     }
 }
 
+#[derive(Clone)]
 struct Args {
     servers: Vec<String>,
     shapes: Vec<Shape>,
@@ -817,10 +842,8 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     totals.borrow().stop();
     totals.borrow_mut().finish_copies();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    if let Some(p) = setup.publishers.take() {
-        p.finish(&mut totals.borrow_mut());
-    }
-    drop(setup.keep);
+    setup.stop();
+    setup.keep.clear();
 
     let cores: Vec<CoreShare> = cores0
         .iter()
@@ -1039,6 +1062,9 @@ fn main() {
     let local = tokio::task::LocalSet::new();
     let outcomes: Rc<RefCell<Vec<Outcome>>> = Rc::default();
     let all = outcomes.clone();
+    // Runs that failed part way: reported where they failed, the others' figures kept.
+    let failed: Rc<std::cell::Cell<usize>> = Rc::default();
+    let failures = failed.clone();
     let floor = local.block_on(&rt, async move {
         println!(
             "media load on {} CPUs, {}; server CPUs {}, tool CPUs {}; publishers paced on {}; receivers take GSO runs {}",
@@ -1069,9 +1095,20 @@ fn main() {
                         packets_per_frame: k,
                         ..a.rate
                     };
-                    let o = run_one(&a, name, shape, rate).await;
-                    o.print();
-                    all.borrow_mut().push(o);
+                    match guarded(&a, name, shape, rate).await {
+                        Ok(o) => {
+                            o.print();
+                            all.borrow_mut().push(o);
+                        }
+                        Err(e) => {
+                            eprintln!(
+                                "media_load: the {name} run at {} pkt a frame failed ({e}); its ramp stops here",
+                                k
+                            );
+                            failures.set(failures.get() + 1);
+                            break;
+                        }
+                    }
                 }
             }
             return floor;
@@ -1084,10 +1121,21 @@ fn main() {
                     order.reverse();
                 }
                 for name in &order {
-                    let mut o = run_one(&a, name, shape, a.rate).await;
-                    o.round = round;
-                    o.print();
-                    all.borrow_mut().push(o);
+                    match guarded(&a, name, shape, a.rate).await {
+                        Ok(mut o) => {
+                            o.round = round;
+                            o.print();
+                            all.borrow_mut().push(o);
+                        }
+                        Err(e) => {
+                            eprintln!(
+                                "media_load: the {name} run of {} in round {} failed ({e}); going on with the next",
+                                shape.label(),
+                                round + 1
+                            );
+                            failures.set(failures.get() + 1);
+                        }
+                    }
                 }
             }
         }
@@ -1113,6 +1161,13 @@ fn main() {
                 std::process::exit(1);
             }
         }
+    }
+    if failed.get() > 0 {
+        eprintln!(
+            "media_load: {} run(s) failed part way (above); the figures are those of the others",
+            failed.get()
+        );
+        std::process::exit(1);
     }
 }
 
@@ -1201,6 +1256,26 @@ fn ramp_summary(runs: &[Outcome]) {
             r.audio_pps
         );
     }
+}
+
+/// One run on a task of its own, so that a run that fails part way (a peer that does not
+/// connect in time, a server that stops answering at a ramp's top step) is reported as such
+/// and does not take the figures of the runs before it down with it. Its server is stopped
+/// and its peers told to stop as the task unwinds.
+async fn guarded(a: &Args, name: &str, shape: Shape, rate: Rate) -> Result<Outcome, String> {
+    let (a, name) = (a.clone(), name.to_owned());
+    tokio::task::spawn_local(async move { run_one(&a, &name, shape, rate).await })
+        .await
+        .map_err(|e| {
+            if !e.is_panic() {
+                return e.to_string();
+            }
+            let p = e.into_panic();
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "a panic without a message".to_owned())
+        })
 }
 
 /// The whole run for `--json`: the machine, the command line, the floor, and each run in the
