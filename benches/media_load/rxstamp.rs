@@ -58,7 +58,13 @@ pub fn enable(socket: &tokio::net::UdpSocket) {
     // busy with other peers (capped by net.core.rmem_max, so a refusal is not an error).
     let _ = set_int(socket, libc::SOL_SOCKET, libc::SO_RCVBUF, 2 << 20);
     if RECEIVER_GRO.load(std::sync::atomic::Ordering::Relaxed) {
-        set_int(socket, SOL_UDP, UDP_GRO, 1).expect("UDP_GRO (Linux 5.0 or later)");
+        if let Err(e) = set_int(socket, SOL_UDP, UDP_GRO, 1) {
+            // A kernel without it (before 5.0): receive datagram by datagram from here on.
+            // Peers already set up keep their runs whole; their larger buffers are harmless.
+            if RECEIVER_GRO.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                eprintln!("media_load: UDP_GRO refused ({e}); receivers take GSO runs datagram by datagram");
+            }
+        }
     }
 }
 
