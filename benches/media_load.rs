@@ -258,11 +258,65 @@ struct Args {
     json: Option<std::path::PathBuf>,
 }
 
+/// What `--help` prints: the options, each in a line (the figures are explained at the top of
+/// `benches/media_load.rs`).
+const HELP: &str = "\
+media load: P publishers and S subscribers each as WebRTC peers, against frontdesk and Janus
+usage: cargo bench --bench media_load -- [options]
+
+  --servers frontdesk,janus      servers to run, alternating (both)
+  --shapes 1x10,1x50,10x10,25pairs
+                                 PxS: P calls of one publisher and S subscribers; Npairs: N
+                                 one-to-one calls (all four)
+  --seconds N                    measured window of each run (10)
+  --warmup N                     seconds between all peers connected and the window (2)
+  --rounds N                     rounds of every shape, servers alternating first (1)
+  --fps N --packets-per-frame N --audio N
+                                 publishers' rate: frames/s, 1,100-byte packets a frame, Opus
+                                 packets/s (30, 5, 50)
+  --server-cpus LIST --tool-cpus LIST
+                                 pin the server and this tool (taskset lists, e.g. 0 and 1)
+  --workers N                    frontdesk's media workers (the server's default: one per CPU)
+  --worker-budget PCT            cap each media worker at PCT % of a CPU (needs --workers)
+  --ramp K1,K2,...               packets a frame, step by step, on the first shape: the most
+                                 each server forwards without loss, and half of it
+  --floor N                      seconds measuring the machine's own latency floor first (5)
+  --pacing tick|precise|tokio    when publishers wake (tick: a shared 1 ms grid)
+  --publishers own|shared        publishers on a real-time thread of their own, or not (own)
+  --receiver-gro on|off          receivers take the server's UDP GSO runs whole (on)
+  --json PATH                    also write every run's figures as JSON
+  --help                         this
+
+Exit codes: 0 all runs done; 1 a run failed part way (its reason printed, the others'
+figures kept); 2 a bad command line.
+";
+
+/// The options that take a value (the match in [`args`] reads each).
+const VALUED: [&str; 18] = [
+    "--servers",
+    "--shapes",
+    "--seconds",
+    "--warmup",
+    "--rounds",
+    "--fps",
+    "--packets-per-frame",
+    "--audio",
+    "--server-cpus",
+    "--tool-cpus",
+    "--workers",
+    "--worker-budget",
+    "--ramp",
+    "--floor",
+    "--pacing",
+    "--publishers",
+    "--receiver-gro",
+    "--json",
+];
+
 /// Says what is wrong with the command line, and how it goes, and exits.
 fn usage(problem: &str) -> ! {
     eprintln!("media_load: {problem}");
-    eprintln!("usage: cargo bench --bench media_load -- [options]");
-    eprintln!("(the options and what each figure means are at the top of benches/media_load.rs)");
+    eprintln!("usage: cargo bench --bench media_load -- [options]   (--help lists them)");
     std::process::exit(2)
 }
 
@@ -306,7 +360,14 @@ fn args() -> Args {
                 i += 1;
                 continue;
             }
+            "--help" | "-h" => {
+                print!("{HELP}");
+                std::process::exit(0);
+            }
             _ => {}
+        }
+        if !VALUED.contains(&name) {
+            usage(&format!("unknown option {name:?}"));
         }
         let Some(val) = v.get(i + 1).cloned() else {
             usage(&format!("{name} needs a value"));
