@@ -79,7 +79,8 @@
 //! A run that fails part way (a peer that does not connect in time, a server that stops
 //! answering at a ramp's top step) is reported where it failed, with the reason; its server
 //! is stopped and its peers told to stop, the other runs' figures are printed and written as
-//! usual, a ramp stops at that step, and the tool exits with code 1.
+//! usual (the JSON lists the failed runs under `failed`), a ramp stops at that step, and the
+//! tool exits with code 1.
 //!
 //! `--json PATH` also writes every run's figures to PATH as JSON (the machine, the command
 //! line, the floor, then one object per run in the order they ran; units in the field names),
@@ -1124,7 +1125,7 @@ fn main() {
     let outcomes: Rc<RefCell<Vec<Outcome>>> = Rc::default();
     let all = outcomes.clone();
     // Runs that failed part way: reported where they failed, the others' figures kept.
-    let failed: Rc<std::cell::Cell<usize>> = Rc::default();
+    let failed: Rc<RefCell<Vec<Failure>>> = Rc::default();
     let failures = failed.clone();
     let floor = local.block_on(&rt, async move {
         println!(
@@ -1166,7 +1167,13 @@ fn main() {
                                 "media_load: the {name} run at {} pkt a frame failed ({e}); its ramp stops here",
                                 k
                             );
-                            failures.set(failures.get() + 1);
+                            failures.borrow_mut().push(Failure {
+                                server: name.clone(),
+                                shape,
+                                rate,
+                                round: 0,
+                                reason: e,
+                            });
                             break;
                         }
                     }
@@ -1194,7 +1201,13 @@ fn main() {
                                 shape.label(),
                                 round + 1
                             );
-                            failures.set(failures.get() + 1);
+                            failures.borrow_mut().push(Failure {
+                                server: name.clone(),
+                                shape,
+                                rate: a.rate,
+                                round,
+                                reason: e,
+                            });
                         }
                     }
                 }
@@ -1213,7 +1226,7 @@ fn main() {
         f.print();
     }
     if let Some(path) = json_path {
-        let doc = report_json(&outcomes.borrow(), floor.as_ref());
+        let doc = report_json(&outcomes.borrow(), floor.as_ref(), &failed.borrow());
         let text = serde_json::to_string_pretty(&doc).expect("figures serialize");
         match std::fs::write(&path, text + "\n") {
             Ok(()) => println!("\nfigures written to {}", path.display()),
@@ -1223,10 +1236,10 @@ fn main() {
             }
         }
     }
-    if failed.get() > 0 {
+    if !failed.borrow().is_empty() {
         eprintln!(
             "media_load: {} run(s) failed part way (above); the figures are those of the others",
-            failed.get()
+            failed.borrow().len()
         );
         std::process::exit(1);
     }
@@ -1341,7 +1354,11 @@ async fn guarded(a: &Args, name: &str, shape: Shape, rate: Rate) -> Result<Outco
 
 /// The whole run for `--json`: the machine, the command line, the floor, and each run in the
 /// order it ran.
-fn report_json(runs: &[Outcome], floor: Option<&floor::Floor>) -> serde_json::Value {
+fn report_json(
+    runs: &[Outcome],
+    floor: Option<&floor::Floor>,
+    failed: &[Failure],
+) -> serde_json::Value {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let unix_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1357,7 +1374,24 @@ fn report_json(runs: &[Outcome], floor: Option<&floor::Floor>) -> serde_json::Va
             "p50_us": f.p50_us, "p99_us": f.p99_us, "max_us": f.max_us, "cpuid_ns": f.cpuid_ns,
         })),
         "runs": runs.iter().map(Outcome::json).collect::<Vec<_>>(),
+        "failed": failed.iter().map(|f| serde_json::json!({
+            "server": f.server, "round": f.round,
+            "shape": {"label": f.shape.label(), "calls": f.shape.calls()},
+            "rate": {"fps": f.rate.fps, "packets_per_frame": f.rate.packets_per_frame,
+                     "audio_packets_per_s": f.rate.audio_pps},
+            "reason": f.reason,
+        })).collect::<Vec<_>>(),
     })
+}
+
+/// A run that failed part way, for the report.
+struct Failure {
+    server: String,
+    shape: Shape,
+    rate: Rate,
+    /// Counted from 0, as the runs' `round`.
+    round: usize,
+    reason: String,
 }
 
 fn cpu_model() -> String {
