@@ -68,7 +68,7 @@
 //! copies the server sent to one receiver in one UDP GSO send reaches it as one buffer, which
 //! the tool cuts up; without it loopback cuts the run into datagrams and queues each on the
 //! receiver's socket on the server's core, which on a network is the receiver's own machine's
-//! work (`media_load/rxstamp.rs`). `off` measures as the figures before 2026-12-07 01:40 UTC.
+//! work (`media_load/rxstamp.rs`). `off` measures as the figures before 2026-12-07 01:14 UTC.
 //!
 //! `--worker-budget PCT` (with `--workers N`) caps each of frontdesk's media workers at PCT %
 //! of one CPU, each in a cgroup of its own, pinned one to a CPU of `--server-cpus`
