@@ -292,28 +292,6 @@ Exit codes: 0 all runs done; 1 a run failed part way (its reason printed, the ot
 figures kept); 2 a bad command line.
 ";
 
-/// The options that take a value (the match in [`args`] reads each).
-const VALUED: [&str; 18] = [
-    "--servers",
-    "--shapes",
-    "--seconds",
-    "--warmup",
-    "--rounds",
-    "--fps",
-    "--packets-per-frame",
-    "--audio",
-    "--server-cpus",
-    "--tool-cpus",
-    "--workers",
-    "--worker-budget",
-    "--ramp",
-    "--floor",
-    "--pacing",
-    "--publishers",
-    "--receiver-gro",
-    "--json",
-];
-
 /// Says what is wrong with the command line, and how it goes, and exits.
 fn usage(problem: &str) -> ! {
     eprintln!("media_load: {problem}");
@@ -367,19 +345,21 @@ fn args() -> Args {
             }
             _ => {}
         }
-        if !VALUED.contains(&name) {
-            usage(&format!("unknown option {name:?}"));
-        }
-        let Some(val) = v.get(i + 1).cloned() else {
-            usage(&format!("{name} needs a value"));
+        // Read by the option that takes it, so that an unknown option at the end of the line
+        // is named as unknown rather than as missing its value.
+        let val = || -> String {
+            v.get(i + 1)
+                .cloned()
+                .unwrap_or_else(|| usage(&format!("{name} needs a value")))
         };
         let num = || -> u64 {
+            let val = val();
             val.parse()
                 .unwrap_or_else(|_| usage(&format!("{name} {val:?}: not a whole number")))
         };
         match name {
             "--servers" => {
-                a.servers = val.split(',').map(str::to_owned).collect();
+                a.servers = val().split(',').map(str::to_owned).collect();
                 if let Some(bad) = a
                     .servers
                     .iter()
@@ -391,7 +371,7 @@ fn args() -> Args {
                 }
             }
             "--shapes" => {
-                a.shapes = val
+                a.shapes = val()
                     .split(',')
                     .map(|s| {
                         Shape::parse(s).unwrap_or_else(|| {
@@ -408,12 +388,12 @@ fn args() -> Args {
             "--fps" => a.rate.fps = num().clamp(1, 120) as u32,
             "--packets-per-frame" => a.rate.packets_per_frame = num().clamp(1, 200) as u32,
             "--audio" => a.rate.audio_pps = num().min(100) as u32,
-            "--server-cpus" => a.server_cpus = Some(val),
-            "--tool-cpus" => a.tool_cpus = Some(val),
+            "--server-cpus" => a.server_cpus = Some(val()),
+            "--tool-cpus" => a.tool_cpus = Some(val()),
             "--workers" => a.workers = Some(num().max(1) as usize),
             "--worker-budget" => a.worker_budget = Some(num().clamp(1, 100) as u32),
             "--ramp" => {
-                a.ramp = val
+                a.ramp = val()
                     .split(',')
                     .map(|x| {
                         x.parse().unwrap_or_else(|_| {
@@ -424,10 +404,12 @@ fn args() -> Args {
             }
             "--floor" => a.floor_seconds = num(),
             "--pacing" => {
+                let val = val();
                 a.pacing = Pacing::parse(&val)
                     .unwrap_or_else(|| usage(&format!("--pacing {val:?}: tick, precise or tokio")))
             }
             "--publishers" => {
+                let val = val();
                 a.own_publisher_thread = match val.as_str() {
                     "own" => true,
                     "shared" => false,
@@ -435,6 +417,7 @@ fn args() -> Args {
                 }
             }
             "--receiver-gro" => {
+                let val = val();
                 let on = match val.as_str() {
                     "on" => true,
                     "off" => false,
@@ -442,7 +425,7 @@ fn args() -> Args {
                 };
                 rxstamp::RECEIVER_GRO.store(on, std::sync::atomic::Ordering::Relaxed);
             }
-            "--json" => a.json = Some(val.into()),
+            "--json" => a.json = Some(val().into()),
             _ => usage(&format!("unknown option {name:?}")),
         }
         i += 2;
@@ -613,6 +596,19 @@ impl Outcome {
         let got = self.delivered_video + self.delivered_audio;
         1.0 - got as f64 / self.expected.max(1) as f64
     }
+    /// The server's CPU as a share of one core over the window.
+    fn server_share(&self) -> f64 {
+        self.server_cpu_s / self.seconds
+    }
+    /// The tool's CPU as a share of one core over the window.
+    fn tool_share(&self) -> f64 {
+        self.tool_cpu_s / self.seconds
+    }
+    /// Whether the tool, not the server, may have set this run's limit: its core nearly full,
+    /// or its publishers behind their schedule.
+    fn tool_at_limit(&self) -> bool {
+        self.tool_share() > 0.95 || self.tool_behind()
+    }
 
     /// Every figure of the run, for `--json`: units in the names (`_us`, `_kib`, `_s`), shares
     /// as fractions (0.25 is a quarter of one core).
@@ -637,7 +633,7 @@ impl Outcome {
             "delivered_bytes_per_s": self.bytes as f64 / self.seconds,
             "loss": self.loss(),
             "server_cpu_s": self.server_cpu_s,
-            "server_cpu_share": self.server_cpu_s / self.seconds,
+            "server_cpu_share": self.server_share(),
             "server_cpu_ticks_s": self.server_cpu_ticks_s,
             "cpu_read_s": self.cpu_read_s,
             "server_steal": self.server_steal,
@@ -702,7 +698,7 @@ impl Outcome {
             "  server CPU {:.3} s in {:.1} s ({:.1} % of one core; {:.2} s by clock ticks); {} ; tool CPU {:.2} s",
             self.server_cpu_s,
             self.seconds,
-            100.0 * self.server_cpu_s / self.seconds,
+            100.0 * self.server_share(),
             self.server_cpu_ticks_s,
             cores.join(", "),
             self.tool_cpu_s
@@ -1035,7 +1031,7 @@ fn table(outcomes: &[Outcome]) {
             o.server,
             o.pps(),
             o.bytes as f64 / o.seconds / 1e6,
-            100.0 * o.server_cpu_s / o.seconds,
+            100.0 * o.server_share(),
             100.0 * o.server_steal,
             o.per_cpu_s(),
             o.p50_us,
@@ -1044,7 +1040,7 @@ fn table(outcomes: &[Outcome]) {
             o.rss_per_subscriber_kib,
             o.keyframes.0,
             o.keyframes.1,
-            100.0 * o.tool_cpu_s / o.seconds,
+            100.0 * o.tool_share(),
             o.late_p99_us,
             if late { " †" } else { "" },
         );
@@ -1272,9 +1268,9 @@ fn ramp_summary(runs: &[Outcome]) {
             best.shape.label(),
             best.pps(),
             best.video_pps(),
-            100.0 * best.server_cpu_s / best.seconds,
+            100.0 * best.server_share(),
             best.p99_us,
-            100.0 * best.tool_cpu_s / best.seconds,
+            100.0 * best.tool_share(),
             if best.tool_behind() { ", behind its schedule †" } else { "" },
         );
         match steps
@@ -1285,9 +1281,9 @@ fn ramp_summary(runs: &[Outcome]) {
                 "  past it: {:.3} % lost at {:.0} packets/s (server {:.1} %, tool {:.0} %): {}",
                 100.0 * lost.loss(),
                 lost.pps(),
-                100.0 * lost.server_cpu_s / lost.seconds,
-                100.0 * lost.tool_cpu_s / lost.seconds,
-                if lost.tool_cpu_s / lost.seconds > 0.95 || lost.tool_behind() {
+                100.0 * lost.server_share(),
+                100.0 * lost.tool_share(),
+                if lost.tool_at_limit() {
                     "the tool was at its limit there, so this maximum may be the tool's"
                 } else {
                     "the server's limit"
@@ -1307,9 +1303,9 @@ fn ramp_summary(runs: &[Outcome]) {
                 "  but a lower step lost packets: {:.3} % at {:.0} packets/s (server {:.1} %, tool {:.0} %{}); run the ramp again before relying on the maximum",
                 100.0 * lost.loss(),
                 lost.pps(),
-                100.0 * lost.server_cpu_s / lost.seconds,
-                100.0 * lost.tool_cpu_s / lost.seconds,
-                if lost.tool_cpu_s / lost.seconds > 0.95 || lost.tool_behind() {
+                100.0 * lost.server_share(),
+                100.0 * lost.tool_share(),
+                if lost.tool_at_limit() {
                     ", at its limit"
                 } else {
                     ""

@@ -23,7 +23,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
-mod batch;
+// Public only so that tests/load_tool.rs can send with the server's own batches.
+#[doc(hidden)]
+pub mod batch;
 mod placement;
 use placement::Placement;
 

@@ -1,7 +1,8 @@
-//! The media load tool's receive path (`benches/media_load/rxstamp.rs`) against the kernel:
-//! with `--receiver-gro on`, a run the server sent to one receiver as one UDP GSO send is read
-//! as one buffer and must come back out as the datagrams that were sent, in order, none lost
-//! or merged; a datagram sent on its own still reads on its own.
+//! The media load tool's receive path (`benches/media_load/rxstamp.rs`) against the server's
+//! send path (`src/media/batch.rs`) on the kernel: with `--receiver-gro on`, a run the server
+//! sends to one receiver as one UDP GSO send is read as one buffer and must come back out as
+//! the datagrams that were sent, in order, none lost or merged; a datagram sent on its own
+//! still reads on its own.
 
 #![cfg(target_os = "linux")]
 
@@ -9,55 +10,9 @@
 #[allow(dead_code)]
 mod rxstamp;
 
-use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
-
-/// Sends `payload` to `to` as one UDP GSO send of `segment`-byte datagrams (linux/udp.h's
-/// `UDP_SEGMENT`), as the server's send batch does for a run to one receiver.
-fn send_gso(socket: &std::net::UdpSocket, to: SocketAddr, payload: &[u8], segment: u16) {
-    let SocketAddr::V4(to) = to else {
-        panic!("IPv4 only")
-    };
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: to.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*to.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let mut iov = libc::iovec {
-        iov_base: payload.as_ptr() as *mut libc::c_void,
-        iov_len: payload.len(),
-    };
-    let mut control = [0u64; 4];
-    // SAFETY: all-zero is a valid msghdr; every pointer set below outlives the call, and the
-    // one control message fits the buffer (CMSG_SPACE(2) is 24 bytes of its 32).
-    let sent = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = (&addr as *const libc::sockaddr_in as *mut libc::sockaddr_in).cast();
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(2) as _;
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = 17; // SOL_UDP
-        (*c).cmsg_type = 103; // UDP_SEGMENT
-        (*c).cmsg_len = libc::CMSG_LEN(2) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), segment);
-        libc::sendmsg(socket.as_raw_fd(), &msg, 0)
-    };
-    assert_eq!(
-        sent,
-        payload.len() as isize,
-        "GSO send: {}",
-        std::io::Error::last_os_error()
-    );
-}
 
 /// Reads until `want` datagrams have come out of the receiver's reads (or a second passes);
 /// returns them and how many reads it took.
@@ -81,14 +36,12 @@ async fn read_datagrams(socket: &tokio::net::UdpSocket, want: usize) -> (Vec<Vec
 }
 
 /// Three whole 1,100-byte datagrams and a short last one, each byte saying which it is.
-fn run_of_four() -> (Vec<u8>, Vec<Vec<u8>>) {
-    let sizes = [1_100, 1_100, 1_100, 400];
-    let datagrams: Vec<Vec<u8>> = sizes
+fn run_of_four() -> Vec<Vec<u8>> {
+    [1_100, 1_100, 1_100, 400]
         .iter()
         .enumerate()
         .map(|(i, &n)| vec![i as u8 + 1; n])
-        .collect();
-    (datagrams.concat(), datagrams)
+        .collect()
 }
 
 #[tokio::test]
@@ -96,11 +49,20 @@ async fn a_gso_run_is_read_whole_and_cut_back_into_its_datagrams() {
     rxstamp::RECEIVER_GRO.store(true, std::sync::atomic::Ordering::Relaxed);
     let rx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     rxstamp::enable(&rx);
-    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let (run, want) = run_of_four();
-    send_gso(&tx, rx.local_addr().unwrap(), &run, 1_100);
+    let tx = mio::net::UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let to = rx.local_addr().unwrap();
+    let want = run_of_four();
+    let mut batch = frontdesk::media::batch::SendBatch::new();
+    let sent = batch.send(&tx, &want, |d| (to, &d[..])).unwrap();
+    assert_eq!(sent, want.len(), "the server's batch sent the run");
+    assert_eq!(
+        batch.take_coalesced(),
+        4,
+        "the server sent it as one GSO send"
+    );
     // And one datagram on its own after it.
-    tx.send_to(&[9; 160], rx.local_addr().unwrap()).unwrap();
+    let lone = [vec![9u8; 160]];
+    batch.send(&tx, &lone, |d| (to, &d[..])).unwrap();
 
     let (got, reads) = read_datagrams(&rx, 5).await;
     let mut want = want;

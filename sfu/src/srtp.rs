@@ -13,11 +13,12 @@
 //! no nonce seals two plaintexts that both leave: for a forwarded stream the core picks every
 //! sequence number and gives each to exactly one of the two paths. This module *opens* the
 //! receivers' SRTCP — with its own context, str0m opening the same datagram with its own — to
-//! read the NACKs that ask for packets str0m never saw. And it rewrites str0m's sender reports before they leave
-//! ([`FastSrtp::add_to_sender_reports`]): their packet and octet counts are str0m's own, about
-//! one packet in twenty of a track the core seals, so the core opens the report, adds what it
-//! sent, and seals it again under str0m's index. That nonce seals two plaintexts, but the
-//! first sealing is replaced in memory and never sent, so only one is ever seen.
+//! read the NACKs that ask for packets str0m never saw. And it rewrites str0m's sender
+//! reports before they leave ([`FastSrtp::add_to_sender_reports`]): their packet and octet
+//! counts are str0m's own, about one packet in twenty of a track the core seals, so the core
+//! opens the report, adds what it sent, and seals it again under str0m's index. That nonce
+//! seals two plaintexts, but the first sealing is replaced in memory and never sent, so only
+//! one is ever seen.
 //!
 //! Every current browser offers the GCM profiles and str0m prefers them; AES-CM/HMAC-SHA1
 //! (`AES128_CM_SHA1_80`) is what a client without them gets (libsrtp builds without OpenSSL,

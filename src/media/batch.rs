@@ -46,6 +46,12 @@ pub struct RecvBatch {
 #[cfg(target_os = "linux")]
 unsafe impl Send for RecvBatch {}
 
+impl Default for RecvBatch {
+    fn default() -> RecvBatch {
+        RecvBatch::new()
+    }
+}
+
 impl RecvBatch {
     pub fn new() -> RecvBatch {
         RecvBatch {
@@ -272,6 +278,12 @@ pub struct SendBatch {
     control: Vec<[u64; GSO_CONTROL_WORDS]>,
     #[cfg(target_os = "linux")]
     hdrs: Vec<libc::mmsghdr>,
+}
+
+impl Default for SendBatch {
+    fn default() -> SendBatch {
+        SendBatch::new()
+    }
 }
 
 // SAFETY: as for `RecvBatch`: the pointers are scratch, rebuilt before each syscall.
