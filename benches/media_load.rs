@@ -6,7 +6,7 @@
 //!     [--seconds 10] [--warmup 2] [--rounds 1] [--fps 30] [--packets-per-frame 5] [--audio 50]
 //!     [--server-cpus 0] [--tool-cpus 1] [--workers N] [--worker-budget PCT]
 //!     [--ramp 5,10,20,40] [--floor 5] [--pacing tick|precise|tokio] [--publishers own|shared]
-//!     [--receiver-gro on|off] [--json results.json]
+//!     [--receiver-threads 1] [--receiver-gro on|off] [--json results.json] [--check]
 //! ```
 //!
 //! A shape `PxS` is P calls, each with one publisher and S subscribers (frontdesk: the
@@ -20,7 +20,7 @@
 //! evenly over the frame, and Opus-sized audio at `audio` packets/s. Each payload carries its
 //! send time (taken as the publisher writes it, before its SRTP seal); a receiver's arrival
 //! time is the kernel's stamp of when the datagram reached its socket (`SO_TIMESTAMPNS`), not
-//! when this one-threaded tool got round to reading it — at a fan-out of 50 the last reader
+//! when this tool got round to reading it — at a fan-out of 50 the last reader
 //! would otherwise wait for the tool to decrypt 49 other copies first. So latency is the trip
 //! publisher → server → subscriber's socket on loopback: the publisher's seal, the server's
 //! whole work and both kernel paths. A subscriber has received a keyframe when every packet
@@ -61,8 +61,15 @@
 //! time; `tokio`, on tokio's timer, whose late ticks send two milliseconds' packets at once
 //! (the figures before 2026-12-06 18:57 UTC were taken so). `--publishers own` (the default)
 //! runs the publishers on a thread of their own at real-time priority, so that reading the
-//! subscribers' copies does not hold their sends back (`media_load/publishers.rs`); `shared`
-//! runs every peer on the tool's one thread, as the figures before 2026-12-06 19:46 UTC.
+//! subscribers' copies does not hold their sends back (`media_load/threads.rs`); `shared`
+//! runs every peer on the tool's main thread, as the figures before 2026-12-06 19:46 UTC.
+//!
+//! `--receiver-threads N` deals the subscribers (and one-to-one participants) to N threads,
+//! so that the tool can use N cores: one thread of receivers spends about as much per copy as
+//! the server does forwarding it, and runs out first against a server of more than one core.
+//! With `--tool-cpus` naming N CPUs and `--server-cpus` others, a larger machine measures what
+//! several of the server's cores forward (this project's 2 vCPU machine cannot). A run counts
+//! as the tool's limit when its busiest thread or all its CPUs are nearly full.
 //!
 //! `--receiver-gro on` (the default) sets `UDP_GRO` on the peers' sockets, so that a run of
 //! copies the server sent to one receiver in one UDP GSO send reaches it as one buffer, which
@@ -80,7 +87,10 @@
 //! answering at a ramp's top step) is reported where it failed, with the reason; its server
 //! is stopped and its peers told to stop, the other runs' figures are printed and written as
 //! usual (the JSON lists the failed runs under `failed`), a ramp stops at that step, and the
-//! tool exits with code 1.
+//! tool exits with code 1. `--check` makes it exit with code 3 when a run lost packets or left
+//! a subscriber without a complete keyframe: the test suite runs the tool so
+//! (`scripts/test`), for a few seconds on small shapes, so that a change that breaks it or the
+//! media path it measures fails there and not in a load tester's hands.
 //!
 //! `--json PATH` also writes every run's figures to PATH as JSON (the machine, the command
 //! line, the floor, then one object per run in the order they ran; units in the field names),
@@ -103,10 +113,10 @@ mod janus;
 mod pacer;
 #[path = "media_load/peer.rs"]
 mod peer;
-#[path = "media_load/publishers.rs"]
-mod publishers;
 #[path = "media_load/rxstamp.rs"]
 mod rxstamp;
+#[path = "media_load/threads.rs"]
+mod threads;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -164,8 +174,10 @@ impl Shape {
 /// whatever must live as long as they do (signaling connections, the Janus session).
 pub struct Setup {
     pub totals: Rc<RefCell<Totals>>,
-    /// The publishers' thread (`--publishers own`), else publishers run on this one.
-    pub publishers: Option<publishers::Publishers>,
+    /// The publishers' thread (`--publishers own`), else publishers run with the receivers.
+    pub publishers: Option<threads::PeerThread>,
+    /// The receivers' threads (`--receiver-threads N`, N ≥ 2), else they run on this one.
+    receivers: Vec<threads::PeerThread>,
     pub keep: Vec<Box<dyn std::any::Any>>,
     pub peers: usize,
     pub subscribers: usize,
@@ -182,14 +194,26 @@ impl Drop for Setup {
 }
 
 impl Setup {
-    pub fn new(totals: Rc<RefCell<Totals>>, own_thread: bool) -> Setup {
-        let publishers = own_thread.then(|| {
+    pub fn new(totals: Rc<RefCell<Totals>>, own_thread: bool, receiver_threads: usize) -> Setup {
+        let (publishers, receivers) = {
             let t = totals.borrow();
-            publishers::Publishers::start(t.epoch, t.shared.clone(), t.pacing)
-        });
+            let start = |name: &str, realtime| {
+                threads::PeerThread::start(name, realtime, t.epoch, t.shared.clone(), t.pacing)
+            };
+            let publishers = own_thread.then(|| start("publishers", true));
+            let receivers = if receiver_threads > 1 {
+                (0..receiver_threads)
+                    .map(|k| start(&format!("receivers-{k}"), false))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (publishers, receivers)
+        };
         Setup {
             totals,
             publishers,
+            receivers,
             keep: Vec::new(),
             peers: 0,
             subscribers: 0,
@@ -201,7 +225,8 @@ impl Setup {
         self.totals.borrow_mut().add_publisher(subscribers as u64)
     }
 
-    /// Starts a negotiated peer.
+    /// Starts a negotiated peer: a publisher on the publishers' thread, a receiver on the next
+    /// receivers' thread in turn, or on this one.
     pub fn run(&mut self, peer: Peer, role: Role) {
         self.peers += 1;
         if let (Some(p), Role::Publish { .. }) = (&self.publishers, role) {
@@ -211,15 +236,25 @@ impl Setup {
         if !matches!(role, Role::Publish { .. }) {
             self.subscribers += 1;
         }
-        tokio::task::spawn_local(peer.run(role, self.totals.clone()));
+        if self.receivers.is_empty() {
+            tokio::task::spawn_local(peer.run(role, self.totals.clone()));
+        } else {
+            self.receivers[self.peers % self.receivers.len()].run(peer, role);
+        }
     }
 
-    /// Stops every peer of the run and waits for the publishers' thread, adding what it
-    /// counted to the totals. Dropping a `Setup` (a run that failed part way) stops them too.
+    /// Stops every peer of the run and waits for the other threads, adding what they counted
+    /// to the totals. Dropping a `Setup` (a run that failed part way) stops them too.
     pub fn stop(&mut self) {
         self.totals.borrow().stop();
-        if let Some(p) = self.publishers.take() {
-            p.finish(&mut self.totals.borrow_mut());
+        let mut totals = self.totals.borrow_mut();
+        for t in self
+            .publishers
+            .take()
+            .into_iter()
+            .chain(self.receivers.drain(..))
+        {
+            t.finish(&mut totals);
         }
     }
 
@@ -251,12 +286,16 @@ struct Args {
     workers: Option<usize>,
     worker_budget: Option<u32>,
     pacing: Pacing,
-    /// Publishers on a thread of their own (`--publishers own`) or on the tool's one.
+    /// Publishers on a thread of their own (`--publishers own`) or on the tool's main one.
     own_publisher_thread: bool,
+    /// Threads the receivers are dealt to (`--receiver-threads`; 1: the tool's main one).
+    receiver_threads: usize,
     ramp: Vec<u32>,
     floor_seconds: u64,
     /// Where to write every run's figures as JSON (`--json PATH`), besides the printed report.
     json: Option<std::path::PathBuf>,
+    /// Exit 3 if a run lost packets or left a subscriber without a keyframe (`--check`).
+    check: bool,
 }
 
 /// What `--help` prints: the options, each in a line (the figures are explained at the top of
@@ -284,12 +323,16 @@ usage: cargo bench --bench media_load -- [options]
   --floor N                      seconds measuring the machine's own latency floor first (5)
   --pacing tick|precise|tokio    when publishers wake (tick: a shared 1 ms grid)
   --publishers own|shared        publishers on a real-time thread of their own, or not (own)
+  --receiver-threads N           subscribers dealt to N threads, to load a server of several
+                                 cores (1: on the tool's main thread)
   --receiver-gro on|off          receivers take the server's UDP GSO runs whole (on)
   --json PATH                    also write every run's figures as JSON
+  --check                        exit 3 if a run lost packets or left a subscriber without a
+                                 keyframe (a smoke test for CI; not with --ramp)
   --help                         this
 
 Exit codes: 0 all runs done; 1 a run failed part way (its reason printed, the others'
-figures kept); 2 a bad command line.
+figures kept); 2 a bad command line; 3 with --check, a run lost packets or keyframes.
 ";
 
 /// Says what is wrong with the command line, and how it goes, and exits.
@@ -320,9 +363,11 @@ fn args() -> Args {
         worker_budget: None,
         pacing: Pacing::Tick,
         own_publisher_thread: true,
+        receiver_threads: 1,
         ramp: Vec::new(),
         floor_seconds: 5,
         json: None,
+        check: false,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -336,6 +381,11 @@ fn args() -> Args {
             }
             "--precise-pacing" => {
                 a.pacing = Pacing::Precise;
+                i += 1;
+                continue;
+            }
+            "--check" => {
+                a.check = true;
                 i += 1;
                 continue;
             }
@@ -416,6 +466,7 @@ fn args() -> Args {
                     _ => usage(&format!("--publishers {val:?}: own or shared")),
                 }
             }
+            "--receiver-threads" => a.receiver_threads = num().clamp(1, 64) as usize,
             "--receiver-gro" => {
                 let val = val();
                 let on = match val.as_str() {
@@ -430,10 +481,22 @@ fn args() -> Args {
         }
         i += 2;
     }
+    if a.check && !a.ramp.is_empty() {
+        usage("--check is for runs that must not lose packets; a --ramp is meant to");
+    }
     if a.worker_budget.is_some() && a.workers.is_none() {
         usage("--worker-budget needs --workers (how many media workers to put under it)");
     }
     a
+}
+
+/// Each of this tool's threads and its on-CPU time (ns).
+fn thread_times() -> Vec<(u32, u64)> {
+    let me = std::process::id();
+    common::thread_ids(me)
+        .into_iter()
+        .map(|tid| (tid, common::thread_cpu_ns(me, tid)))
+        .collect()
 }
 
 /// One CPU's jiffies from `/proc/stat`.
@@ -537,6 +600,10 @@ struct Outcome {
     /// Steal on the server's CPUs (all CPUs when it is not pinned), as a share of them.
     server_steal: f64,
     tool_cpu_s: f64,
+    /// The most CPU any one of the tool's threads used in the window, and the CPUs the tool
+    /// may run on: with receivers on several threads, either can be where the tool runs out.
+    tool_busiest_thread_s: f64,
+    tool_cpus: usize,
     p50_us: f64,
     p99_us: f64,
     max_us: f64,
@@ -604,10 +671,16 @@ impl Outcome {
     fn tool_share(&self) -> f64 {
         self.tool_cpu_s / self.seconds
     }
-    /// Whether the tool, not the server, may have set this run's limit: its core nearly full,
-    /// or its publishers behind their schedule.
+    /// The busiest of the tool's threads, as a share of one core over the window.
+    fn tool_busiest_share(&self) -> f64 {
+        self.tool_busiest_thread_s / self.seconds
+    }
+    /// Whether the tool, not the server, may have set this run's limit: one of its threads
+    /// or its CPUs nearly full, or its publishers behind their schedule.
     fn tool_at_limit(&self) -> bool {
-        self.tool_share() > 0.95 || self.tool_behind()
+        self.tool_busiest_share() > 0.95
+            || self.tool_share() > 0.95 * self.tool_cpus.max(1) as f64
+            || self.tool_behind()
     }
 
     /// Every figure of the run, for `--json`: units in the names (`_us`, `_kib`, `_s`), shares
@@ -641,6 +714,9 @@ impl Outcome {
                 {"busy": c.busy, "steal": c.steal, "softirq": c.softirq})).collect::<Vec<_>>(),
             "packets_per_server_cpu_s": self.per_cpu_s(),
             "tool_cpu_s": self.tool_cpu_s,
+            "tool_busiest_thread_cpu_s": self.tool_busiest_thread_s,
+            "tool_cpus": self.tool_cpus,
+            "tool_at_limit": self.tool_at_limit(),
             "latency_us": {"p50": self.p50_us, "p99": self.p99_us, "max": self.max_us,
                            "first_copy_p50": self.first_p50_us, "first_copy_p99": self.first_p99_us,
                            "fan_out_p50": self.spread_p50_us, "fan_out_p99": self.spread_p99_us},
@@ -695,13 +771,14 @@ impl Outcome {
             })
             .collect();
         println!(
-            "  server CPU {:.3} s in {:.1} s ({:.1} % of one core; {:.2} s by clock ticks); {} ; tool CPU {:.2} s",
+            "  server CPU {:.3} s in {:.1} s ({:.1} % of one core; {:.2} s by clock ticks); {} ; tool CPU {:.2} s (its busiest thread {:.0} % of a core)",
             self.server_cpu_s,
             self.seconds,
             100.0 * self.server_share(),
             self.server_cpu_ticks_s,
             cores.join(", "),
-            self.tool_cpu_s
+            self.tool_cpu_s,
+            100.0 * self.tool_busiest_share(),
         );
         if (self.cpu_read_s - self.seconds).abs() > 0.02 * self.seconds {
             println!(
@@ -816,7 +893,7 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     let t_setup = Instant::now();
     let totals = Totals::new(epoch);
     totals.borrow_mut().pacing = a.pacing;
-    let mut setup = Setup::new(totals.clone(), a.own_publisher_thread);
+    let mut setup = Setup::new(totals.clone(), a.own_publisher_thread, a.receiver_threads);
     match &server {
         Server::Frontdesk(f) => f.setup(&mut setup, shape, epoch, rate).await,
         Server::Janus(j) => j.setup(&mut setup, shape, epoch, rate).await,
@@ -845,11 +922,13 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     let read0 = Instant::now();
     let (cpu0, cores0, tool0) = (cpu_ticks(pid), cpu_times(), cpu_ticks(std::process::id()));
     let ns0 = cpu_ns(pid);
+    let threads0 = thread_times();
     let workers0 = server.budget().map(|b| b.ticks()).unwrap_or_default();
     tokio::time::sleep_until((t0 + window).into()).await;
     let read1 = Instant::now();
     let (cpu1, cores1, tool1) = (cpu_ticks(pid), cpu_times(), cpu_ticks(std::process::id()));
     let ns1 = cpu_ns(pid);
+    let threads1 = thread_times();
     // The readings are taken when this thread gets to them, and a saturated tool wakes late:
     // they can span more than the window (5.4 s of a 5 s window at 10×10's maximum, which
     // read as 108 % of a core for a server pinned to one). CPU is scaled to the window, to go
@@ -898,10 +977,11 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     // What was sent in the window may still be on its way.
     tokio::time::sleep(Duration::from_millis(500)).await;
     totals.borrow().stop();
-    totals.borrow_mut().finish_copies();
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // The other threads' counts first: a packet's copies may have arrived on several.
     setup.stop();
     setup.keep.clear();
+    totals.borrow_mut().finish_copies();
 
     let cores: Vec<CoreShare> = cores0
         .iter()
@@ -944,6 +1024,20 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
         cores,
         server_steal,
         tool_cpu_s: scale * (tool1 - tool0) as f64 / 100.0,
+        tool_busiest_thread_s: scale
+            * threads1
+                .iter()
+                .filter_map(|(tid, ns)| {
+                    let (_, before) = threads0.iter().find(|(t, _)| t == tid)?;
+                    Some(ns.saturating_sub(*before) as f64 / 1e9)
+                })
+                .fold(0.0, f64::max),
+        tool_cpus: a
+            .tool_cpus
+            .as_deref()
+            .map(|l| cpu_list(l).len())
+            .filter(|&n| n > 0)
+            .unwrap_or(cores1.len()),
         p50_us: t.latency_quantile(0.5),
         p99_us: t.latency_quantile(0.99),
         first_p50_us: peer::quantile(&t.first_copy_us, 0.5),
@@ -1109,6 +1203,7 @@ fn main() {
     let a = args();
     let json_path = a.json.clone();
     let ramp = !a.ramp.is_empty();
+    let check = a.check;
     if let Some(cpus) = &a.tool_cpus {
         let ok = common::taskset_pid(&["-a"], cpus, std::process::id());
         assert!(ok, "taskset could not pin the tool to CPUs {cpus}");
@@ -1125,13 +1220,17 @@ fn main() {
     let failures = failed.clone();
     let floor = local.block_on(&rt, async move {
         println!(
-            "media load on {} CPUs, {}; server CPUs {}, tool CPUs {}; publishers paced on {}; receivers take GSO runs {}",
+            "media load on {} CPUs, {}; server CPUs {}, tool CPUs {}; publishers paced on {}; receivers on {}, taking GSO runs {}",
             // Counted from /proc/stat: this process may itself be pinned to fewer.
             cpu_times().len(),
             cpu_model(),
             a.server_cpus.as_deref().unwrap_or("any"),
             a.tool_cpus.as_deref().unwrap_or("any"),
             a.pacing.name(),
+            match a.receiver_threads {
+                1 => "the main thread".to_owned(),
+                n => format!("{n} threads"),
+            },
             if rxstamp::RECEIVER_GRO.load(std::sync::atomic::Ordering::Relaxed) {
                 "whole (UDP_GRO)"
             } else {
@@ -1238,6 +1337,27 @@ fn main() {
             failed.borrow().len()
         );
         std::process::exit(1);
+    }
+    if check {
+        let short: Vec<String> = v
+            .iter()
+            .filter(|o| o.loss() > LOSSLESS || o.keyframes.0 < o.keyframes.1)
+            .map(|o| {
+                format!(
+                    "{} {} round {}: {:.3} % lost, keyframes {}/{}",
+                    o.server,
+                    o.shape.label(),
+                    o.round + 1,
+                    100.0 * o.loss(),
+                    o.keyframes.0,
+                    o.keyframes.1
+                )
+            })
+            .collect();
+        if !short.is_empty() {
+            eprintln!("media_load: --check: {}", short.join("; "));
+            std::process::exit(3);
+        }
     }
 }
 

@@ -2,13 +2,21 @@
 //! send path (`src/media/batch.rs`) on the kernel: with `--receiver-gro on`, a run the server
 //! sends to one receiver as one UDP GSO send is read as one buffer and must come back out as
 //! the datagrams that were sent, in order, none lost or merged; a datagram sent on its own
-//! still reads on its own.
+//! still reads on its own. And the tool's count of a packet's copies when they arrive on
+//! several of its threads (`peer.rs`'s own tests, included from here).
 
 #![cfg(target_os = "linux")]
 
 #[path = "../benches/media_load/rxstamp.rs"]
 #[allow(dead_code)]
 mod rxstamp;
+// The tool's counting (its unit tests run here: a bench target's never run as tests).
+#[path = "../benches/media_load/pacer.rs"]
+#[allow(dead_code)]
+mod pacer;
+#[path = "../benches/media_load/peer.rs"]
+#[allow(dead_code)]
+mod peer;
 
 use std::time::{Duration, Instant};
 

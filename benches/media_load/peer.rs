@@ -1,6 +1,7 @@
-//! One load peer: a str0m `Rtc` (ICE, DTLS-SRTP, RTP mode) on a UDP socket of its own, driven by
-//! a task on the tool's single-threaded runtime. Publishers send paced VP8-shaped video and
-//! Opus-sized audio; subscribers count what arrives, time it and check keyframes.
+//! One load peer: a str0m `Rtc` (ICE, DTLS-SRTP, RTP mode) on a UDP socket of its own, driven
+//! by a task on the current-thread runtime of one of the tool's threads
+//! (`media_load/threads.rs`). Publishers send paced VP8-shaped video and Opus-sized audio;
+//! subscribers count what arrives, time it and check keyframes.
 //!
 //! Every media payload carries the sender's clock at write time (nanoseconds since the tool's
 //! epoch, bytes 16..24 of video and 0..8 of audio) and the publisher's index, so a receiver knows
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
@@ -51,7 +52,8 @@ impl Rate {
     }
 }
 
-/// What the tool's threads share for a run: the window, the stop and the connected count.
+/// What the tool's threads share for a run: the window, the stop, the connected count and
+/// the publishers numbered so far.
 #[derive(Default)]
 pub struct Shared {
     /// Packets whose send time falls in `[start, end)` (ns since the epoch) are counted;
@@ -60,10 +62,13 @@ pub struct Shared {
     window_end: AtomicU64,
     stop: AtomicBool,
     connected: AtomicUsize,
+    /// How many subscribers each publisher numbered so far has (the main thread numbers them
+    /// as it sets calls up; another thread's totals learn of one when its first copy arrives).
+    subscribers_of: Mutex<Vec<u64>>,
 }
 
-/// What every peer of one thread of the tool adds to (`Rc<RefCell>`); the publishers'
-/// thread (`media_load/publishers.rs`) keeps its own, added in at the end of a run.
+/// What every peer of one thread of the tool adds to (`Rc<RefCell>`); each other thread of
+/// peers (`media_load/threads.rs`) keeps its own, merged in at the end of a run.
 pub struct Totals {
     pub epoch: Instant,
     pub shared: Arc<Shared>,
@@ -86,8 +91,9 @@ pub struct Totals {
     /// burst.
     pub late_us: Vec<u32>,
     /// Copies of a packet seen so far, by (publisher, send stamp): least and greatest
-    /// latency (ns) and how many; removed when every subscriber has its copy.
-    copies: HashMap<(u32, u64), (u64, u64, u64)>,
+    /// latency (ns) and how many; removed when every subscriber has its copy (on this
+    /// thread: with receivers on several, what each saw is joined at the end).
+    copies: HashMap<(u32, u64), Copies>,
     pub keyframe_ok: usize,
     /// From a subscriber's connection to its first complete keyframe, µs.
     pub keyframe_wait_us: Vec<u64>,
@@ -160,28 +166,63 @@ impl Totals {
         self.shared.connected.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Adds what another thread's publishers counted: packets sent, their lateness and the
-    /// keyframes begun (publishers are numbered across threads, so index `i` is the same one).
-    pub fn add_sent(&mut self, other: &Totals) {
-        for (a, b) in self.sent_video.iter_mut().zip(&other.sent_video) {
-            *a += b;
+    /// Adds what another thread of the same run counted: what its publishers sent, how late,
+    /// the keyframes they began, and what its receivers got. Publishers are numbered across
+    /// threads, so index `i` is the same one everywhere. A packet whose copies arrived on
+    /// several threads is complete only once their counts are joined here.
+    pub fn merge(&mut self, other: Totals) {
+        let n = other.sent_video.len().max(other.recv_video.len());
+        if n > 0 {
+            self.make_room(n - 1);
         }
-        for (a, b) in self.sent_audio.iter_mut().zip(&other.sent_audio) {
-            *a += b;
-        }
-        for (a, b) in self.late_us.iter_mut().zip(&other.late_us) {
-            *a += b;
+        let add = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+        add(&mut self.sent_video, &other.sent_video);
+        add(&mut self.sent_audio, &other.sent_audio);
+        add(&mut self.recv_video, &other.recv_video);
+        add(&mut self.recv_audio, &other.recv_audio);
+        self.recv_bytes += other.recv_bytes;
+        for (mine, theirs) in [
+            (&mut self.late_us, &other.late_us),
+            (&mut self.latency_us, &other.latency_us),
+            (&mut self.first_copy_us, &other.first_copy_us),
+            (&mut self.spread_us, &other.spread_us),
+        ] {
+            mine.iter_mut().zip(theirs).for_each(|(a, b)| *a += b);
         }
         self.keyframes_sent += other.keyframes_sent;
+        self.keyframe_ok += other.keyframe_ok;
+        self.keyframe_wait_us.extend(other.keyframe_wait_us);
+        for ((from, stamp), c) in other.copies {
+            self.copies_arrived(from as usize, stamp, c);
+        }
     }
 
-    /// Makes room for publisher `n`'s send counts (another thread's totals learn of
-    /// publishers as their peers arrive).
+    /// Makes room for publisher `n`'s counts (another thread's totals learn of publishers
+    /// as their peers' packets arrive).
     fn make_room(&mut self, n: usize) {
         if n >= self.sent_video.len() {
             self.sent_video.resize(n + 1, 0);
             self.sent_audio.resize(n + 1, 0);
         }
+        if n >= self.recv_video.len() {
+            self.recv_video.resize(n + 1, 0);
+            self.recv_audio.resize(n + 1, 0);
+        }
+    }
+
+    /// Whether publisher `from` is known here, learning of it from the run's shared list if
+    /// this thread has not yet.
+    fn knows(&mut self, from: usize) -> bool {
+        if from < self.subscribers_of.len() {
+            return true;
+        }
+        let all = lock(&self.shared.subscribers_of).clone();
+        if from >= all.len() {
+            return false;
+        }
+        self.make_room(all.len() - 1);
+        self.subscribers_of = all;
+        true
     }
 
     /// A new publisher that `subscribers` peers receive; returns its number.
@@ -191,6 +232,7 @@ impl Totals {
         self.recv_video.push(0);
         self.recv_audio.push(0);
         self.subscribers_of.push(subscribers);
+        lock(&self.shared.subscribers_of).push(subscribers);
         self.subscribers_of.len() - 1
     }
 
@@ -206,29 +248,56 @@ impl Totals {
 
     /// One copy of packet (`from`, `stamp`) arrived `lat_ns` after it was sent.
     fn copy_arrived(&mut self, from: usize, stamp: u64, lat_ns: u64) {
-        let all = self.subscribers_of[from];
-        let e = self
-            .copies
-            .entry((from as u32, stamp))
-            .or_insert((u64::MAX, 0, 0));
-        e.0 = e.0.min(lat_ns);
-        e.1 = e.1.max(lat_ns);
-        e.2 += 1;
-        if e.2 >= all {
-            let (first, last, _) = *e;
+        self.copies_arrived(
+            from,
+            stamp,
+            Copies {
+                first_ns: lat_ns,
+                last_ns: lat_ns,
+                n: 1,
+            },
+        );
+    }
+
+    /// Copies of packet (`from`, `stamp`) arrived: one here, or what another thread saw.
+    fn copies_arrived(&mut self, from: usize, stamp: u64, c: Copies) {
+        let all = self.subscribers_of.get(from).copied().unwrap_or(u64::MAX);
+        let e = self.copies.entry((from as u32, stamp)).or_insert(Copies {
+            first_ns: u64::MAX,
+            last_ns: 0,
+            n: 0,
+        });
+        e.first_ns = e.first_ns.min(c.first_ns);
+        e.last_ns = e.last_ns.max(c.last_ns);
+        e.n += c.n;
+        if e.n >= all {
+            let done = *e;
             self.copies.remove(&(from as u32, stamp));
-            self.first_copy_us[bucket(first)] += 1;
-            self.spread_us[bucket(last - first)] += 1;
+            self.first_copy_us[bucket(done.first_ns)] += 1;
+            self.spread_us[bucket(done.last_ns - done.first_ns)] += 1;
         }
     }
 
     /// Counts the packets some copy of which was lost: their first copy is known, their
     /// spread is not.
     pub fn finish_copies(&mut self) {
-        for (_, (first, _, _)) in self.copies.drain() {
-            self.first_copy_us[bucket(first)] += 1;
+        for (_, c) in self.copies.drain() {
+            self.first_copy_us[bucket(c.first_ns)] += 1;
         }
     }
+}
+
+/// What one thread saw of one packet's copies: the least and greatest latency, and how many.
+#[derive(Debug, Clone, Copy)]
+struct Copies {
+    first_ns: u64,
+    last_ns: u64,
+    n: u64,
+}
+
+/// The list behind `m`, even if a thread panicked while holding it (a plain list of counts).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The 1 µs histogram bucket of a latency in ns (the last bucket holds everything longer).
@@ -691,7 +760,7 @@ impl State {
                     self.keyframe_progress(*pkt.seq_no, p, pkt.header.marker, at, totals);
                 }
                 let mut t = totals.borrow_mut();
-                if !t.in_window(stamp) || from >= t.recv_video.len() {
+                if !t.in_window(stamp) || !t.knows(from) {
                     return;
                 }
                 if video {
@@ -849,5 +918,55 @@ pub fn direction(role: &Role) -> Direction {
         Role::Publish { .. } => Direction::SendOnly,
         Role::Subscribe => Direction::RecvOnly,
         Role::Both { .. } => Direction::SendRecv,
+    }
+}
+
+/// Run through `tests/load_tool.rs`, which includes this file (benches are not run as tests).
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn copies_of_one_packet_read_on_several_threads_are_joined_at_the_end() {
+        // Here and not at the module's top: the bench target (no test harness) leaves the
+        // test out and would find the import unused.
+        use super::*;
+        let main = Totals::new(Instant::now());
+        let (epoch, shared) = {
+            let t = main.borrow();
+            (t.epoch, t.shared.clone())
+        };
+        let a = Totals::with_shared(epoch, shared.clone(), crate::pacer::Pacing::Tick);
+        let b = Totals::with_shared(epoch, shared, crate::pacer::Pacing::Tick);
+        // A thread learns of a publisher from the run's list, not before it is numbered.
+        assert!(!a.borrow_mut().knows(0));
+        assert_eq!(main.borrow_mut().add_publisher(3), 0);
+        assert!(a.borrow_mut().knows(0) && b.borrow_mut().knows(0));
+
+        // Packet 100: two copies on one thread, the third on the other. Packet 200: two of
+        // its three copies arrive, on different threads; the third is lost.
+        a.borrow_mut().copy_arrived(0, 100, 50_000);
+        a.borrow_mut().copy_arrived(0, 100, 80_000);
+        b.borrow_mut().copy_arrived(0, 100, 200_000);
+        a.borrow_mut().copy_arrived(0, 200, 30_000);
+        b.borrow_mut().copy_arrived(0, 200, 40_000);
+        a.borrow_mut().recv_video[0] += 3;
+        b.borrow_mut().recv_video[0] += 2;
+        b.borrow_mut().keyframe_ok += 1;
+
+        let mut m = main.borrow_mut();
+        for t in [a, b] {
+            m.merge(Rc::into_inner(t).expect("one owner").into_inner());
+        }
+        assert_eq!(m.recv_video, vec![5]);
+        assert_eq!(m.keyframe_ok, 1);
+        // Packet 100 is whole: first copy 50 µs, the last 150 µs after it.
+        assert_eq!(m.first_copy_us[50], 1);
+        assert_eq!(m.spread_us[150], 1);
+        assert_eq!(m.spread_us.iter().sum::<u32>(), 1);
+        // Packet 200 is not: its first copy counts once the run ends, its spread never.
+        assert_eq!(m.first_copy_us[30], 0);
+        m.finish_copies();
+        assert_eq!(m.first_copy_us[30], 1);
+        assert_eq!(m.first_copy_us.iter().sum::<u32>(), 2);
+        assert_eq!(m.spread_us.iter().sum::<u32>(), 1);
     }
 }

@@ -1,8 +1,8 @@
 //! Kernel receive timestamps for the load tool's sockets (`SO_TIMESTAMPNS`), their receive
 //! buffers, and UDP GRO on them (`--receiver-gro`).
 //!
-//! The tool is one thread serving every peer, so at a wide fan-out the last subscriber reads
-//! its copy of a packet only after the tool has decrypted the copies of all the others: the
+//! One thread of the tool serves many receivers, so at a wide fan-out the last subscriber reads
+//! its copy of a packet only after the thread has decrypted the copies of the others: the
 //! time the tool *reads* a datagram includes the tool's own queueing, which is not the
 //! server's latency. The kernel stamps each datagram when it reaches the socket; that is the
 //! arrival time the latency figures use. Elsewhere than Linux, the read time stands in.
@@ -54,7 +54,7 @@ pub fn buffer() -> Vec<u8> {
 #[cfg(target_os = "linux")]
 pub fn enable(socket: &tokio::net::UdpSocket) {
     set_int(socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1).expect("SO_TIMESTAMPNS");
-    // Room for a whole keyframe burst at the ramp's top rates while the tool's one thread is
+    // Room for a whole keyframe burst at the ramp's top rates while its thread of the tool is
     // busy with other peers (capped by net.core.rmem_max, so a refusal is not an error).
     let _ = set_int(socket, libc::SOL_SOCKET, libc::SO_RCVBUF, 2 << 20);
     if RECEIVER_GRO.load(std::sync::atomic::Ordering::Relaxed) {
