@@ -604,6 +604,9 @@ struct Outcome {
     /// may run on: with receivers on several threads, either can be where the tool runs out.
     tool_busiest_thread_s: f64,
     tool_cpus: usize,
+    /// Whether the server and the tool may run on the same CPUs (lists that overlap, or one
+    /// not pinned): a limit found so is the machine's, not the server's cores'.
+    cpus_shared: bool,
     p50_us: f64,
     p99_us: f64,
     max_us: f64,
@@ -717,6 +720,7 @@ impl Outcome {
             "tool_busiest_thread_cpu_s": self.tool_busiest_thread_s,
             "tool_cpus": self.tool_cpus,
             "tool_at_limit": self.tool_at_limit(),
+            "cpus_shared": self.cpus_shared,
             "latency_us": {"p50": self.p50_us, "p99": self.p99_us, "max": self.max_us,
                            "first_copy_p50": self.first_p50_us, "first_copy_p99": self.first_p99_us,
                            "fan_out_p50": self.spread_p50_us, "fan_out_p99": self.spread_p99_us},
@@ -1038,6 +1042,13 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
             .map(|l| cpu_list(l).len())
             .filter(|&n| n > 0)
             .unwrap_or(cores1.len()),
+        cpus_shared: match (a.server_cpus.as_deref(), a.tool_cpus.as_deref()) {
+            (Some(s), Some(t)) => {
+                let tool = cpu_list(t);
+                cpu_list(s).iter().any(|c| tool.contains(c))
+            }
+            _ => true,
+        },
         p50_us: t.latency_quantile(0.5),
         p99_us: t.latency_quantile(0.99),
         first_p50_us: peer::quantile(&t.first_copy_us, 0.5),
@@ -1405,6 +1416,8 @@ fn ramp_summary(runs: &[Outcome]) {
                 100.0 * lost.tool_share(),
                 if lost.tool_at_limit() {
                     "the tool was at its limit there, so this maximum may be the tool's"
+                } else if lost.cpus_shared {
+                    "the server and the tool share CPUs (--server-cpus, --tool-cpus), so this is the machine's limit, not the server's cores'"
                 } else {
                     "the server's limit"
                 }
