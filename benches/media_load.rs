@@ -62,7 +62,8 @@
 //! (the figures before 2026-12-06 18:57 UTC were taken so). `--publishers own` (the default)
 //! runs the publishers on a thread of their own at real-time priority, so that reading the
 //! subscribers' copies does not hold their sends back (`media_load/threads.rs`); `shared`
-//! runs every peer on the tool's main thread, as the figures before 2026-12-06 19:46 UTC.
+//! runs them beside the receivers (on the tool's main thread unless `--receiver-threads`
+//! says otherwise), as the figures before 2026-12-06 19:46 UTC.
 //!
 //! `--receiver-threads N` deals the subscribers (and one-to-one participants) to N threads,
 //! so that the tool can use N cores: one thread of receivers spends about as much per copy as
@@ -178,6 +179,8 @@ pub struct Setup {
     pub publishers: Option<threads::PeerThread>,
     /// The receivers' threads (`--receiver-threads N`, N ≥ 2), else they run on this one.
     receivers: Vec<threads::PeerThread>,
+    /// Peers dealt to the receivers' threads so far (the next goes to this one, modulo).
+    dealt: usize,
     pub keep: Vec<Box<dyn std::any::Any>>,
     pub peers: usize,
     pub subscribers: usize,
@@ -197,8 +200,8 @@ impl Setup {
     pub fn new(totals: Rc<RefCell<Totals>>, own_thread: bool, receiver_threads: usize) -> Setup {
         let (publishers, receivers) = {
             let t = totals.borrow();
-            let start = |name: &str, realtime| {
-                threads::PeerThread::start(name, realtime, t.epoch, t.shared.clone(), t.pacing)
+            let start = |name: &str, publishers| {
+                threads::PeerThread::start(name, publishers, t.epoch, t.shared.clone(), t.pacing)
             };
             let publishers = own_thread.then(|| start("publishers", true));
             let receivers = if receiver_threads > 1 {
@@ -214,6 +217,7 @@ impl Setup {
             totals,
             publishers,
             receivers,
+            dealt: 0,
             keep: Vec::new(),
             peers: 0,
             subscribers: 0,
@@ -225,8 +229,9 @@ impl Setup {
         self.totals.borrow_mut().add_publisher(subscribers as u64)
     }
 
-    /// Starts a negotiated peer: a publisher on the publishers' thread, a receiver on the next
-    /// receivers' thread in turn, or on this one.
+    /// Starts a negotiated peer: a publisher on the publishers' thread if there is one; any
+    /// other peer (and a publisher without that thread, `--publishers shared`) on the next
+    /// receivers' thread in turn if there are some, else on this one.
     pub fn run(&mut self, peer: Peer, role: Role) {
         self.peers += 1;
         if let (Some(p), Role::Publish { .. }) = (&self.publishers, role) {
@@ -239,7 +244,8 @@ impl Setup {
         if self.receivers.is_empty() {
             tokio::task::spawn_local(peer.run(role, self.totals.clone()));
         } else {
-            self.receivers[self.peers % self.receivers.len()].run(peer, role);
+            self.receivers[self.dealt % self.receivers.len()].run(peer, role);
+            self.dealt += 1;
         }
     }
 
@@ -1041,7 +1047,8 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
             .as_deref()
             .map(|l| cpu_list(l).len())
             .filter(|&n| n > 0)
-            .unwrap_or(cores1.len()),
+            // The CPUs this process may run on (its affinity and any cgroup quota).
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         cpus_shared: match (a.server_cpus.as_deref(), a.tool_cpus.as_deref()) {
             (Some(s), Some(t)) => {
                 let tool = cpu_list(t);
@@ -1342,6 +1349,32 @@ fn main() {
             }
         }
     }
+    // `--check`: a run that lost packets or keyframes, and also one that received more than
+    // was sent (a count gone wrong) or sent nothing at all.
+    let short: Vec<String> = if check {
+        v.iter()
+            .filter(|o| {
+                o.expected == 0 || o.loss().abs() > LOSSLESS || o.keyframes.0 < o.keyframes.1
+            })
+            .map(|o| {
+                format!(
+                    "{} {} round {}: {:.3} % lost of {} expected, keyframes {}/{}",
+                    o.server,
+                    o.shape.label(),
+                    o.round + 1,
+                    100.0 * o.loss(),
+                    o.expected,
+                    o.keyframes.0,
+                    o.keyframes.1
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if !short.is_empty() {
+        eprintln!("media_load: --check: {}", short.join("; "));
+    }
     if !failed.borrow().is_empty() {
         eprintln!(
             "media_load: {} run(s) failed part way (above); the figures are those of the others",
@@ -1349,26 +1382,8 @@ fn main() {
         );
         std::process::exit(1);
     }
-    if check {
-        let short: Vec<String> = v
-            .iter()
-            .filter(|o| o.loss() > LOSSLESS || o.keyframes.0 < o.keyframes.1)
-            .map(|o| {
-                format!(
-                    "{} {} round {}: {:.3} % lost, keyframes {}/{}",
-                    o.server,
-                    o.shape.label(),
-                    o.round + 1,
-                    100.0 * o.loss(),
-                    o.keyframes.0,
-                    o.keyframes.1
-                )
-            })
-            .collect();
-        if !short.is_empty() {
-            eprintln!("media_load: --check: {}", short.join("; "));
-            std::process::exit(3);
-        }
+    if !short.is_empty() {
+        std::process::exit(3);
     }
 }
 
@@ -1395,13 +1410,14 @@ fn ramp_summary(runs: &[Outcome]) {
         };
         println!(
             "\n{server} {}: most without loss {:.0} packets/s ({:.0} video) at {:.1} % of the server's CPU, \
-             p99 {:.0} µs, the tool at {:.0} % of a core{}",
+             p99 {:.0} µs, the tool at {:.0} % of a core (its busiest thread {:.0} %){}",
             best.shape.label(),
             best.pps(),
             best.video_pps(),
             100.0 * best.server_share(),
             best.p99_us,
             100.0 * best.tool_share(),
+            100.0 * best.tool_busiest_share(),
             if best.tool_behind() { ", behind its schedule †" } else { "" },
         );
         match steps

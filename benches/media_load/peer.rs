@@ -94,6 +94,13 @@ pub struct Totals {
     /// latency (ns) and how many; removed when every subscriber has its copy (on this
     /// thread: with receivers on several, what each saw is joined at the end).
     copies: HashMap<(u32, u64), Copies>,
+    /// On a receivers' thread (`media_load/threads.rs`): its own subscribers of each
+    /// publisher, counted as each gets its first copy, at which a packet is whole *here* and
+    /// moves from `copies` to `closed`, to be joined with the other threads' at the end.
+    /// Without it every packet of the window would stay in `copies` (no thread sees them all).
+    joins_later: bool,
+    local_subscribers: Vec<u64>,
+    closed: Vec<((u32, u64), Copies)>,
     pub keyframe_ok: usize,
     /// From a subscriber's connection to its first complete keyframe, µs.
     pub keyframe_wait_us: Vec<u64>,
@@ -135,11 +142,26 @@ impl Totals {
             spread_us: vec![0; HIST_US + 1],
             late_us: vec![0; HIST_US + 1],
             copies: HashMap::new(),
+            joins_later: false,
+            local_subscribers: Vec::new(),
+            closed: Vec::new(),
             keyframe_ok: 0,
             keyframe_wait_us: Vec::new(),
             keyframes_sent: 0,
             pacing,
         }))
+    }
+
+    /// Totals for a receivers' thread, whose packets are joined with the others' at the end
+    /// (`joins_later`).
+    pub fn for_receivers(
+        epoch: Instant,
+        shared: Arc<Shared>,
+        pacing: crate::pacer::Pacing,
+    ) -> Rc<RefCell<Totals>> {
+        let t = Totals::with_shared(epoch, shared, pacing);
+        t.borrow_mut().joins_later = true;
+        t
     }
 
     /// Counts packets whose send time falls in `[start, end)` from now on.
@@ -192,13 +214,13 @@ impl Totals {
         self.keyframes_sent += other.keyframes_sent;
         self.keyframe_ok += other.keyframe_ok;
         self.keyframe_wait_us.extend(other.keyframe_wait_us);
-        for ((from, stamp), c) in other.copies {
+        for ((from, stamp), c) in other.copies.into_iter().chain(other.closed) {
             self.copies_arrived(from as usize, stamp, c);
         }
     }
 
-    /// Makes room for publisher `n`'s counts (another thread's totals learn of publishers
-    /// as their peers' packets arrive).
+    /// Makes room for publisher `n`'s counts (another thread's totals learn of a publisher
+    /// as it sends, or as its copies arrive).
     fn make_room(&mut self, n: usize) {
         if n >= self.sent_video.len() {
             self.sent_video.resize(n + 1, 0);
@@ -207,6 +229,7 @@ impl Totals {
         if n >= self.recv_video.len() {
             self.recv_video.resize(n + 1, 0);
             self.recv_audio.resize(n + 1, 0);
+            self.local_subscribers.resize(n + 1, 0);
         }
     }
 
@@ -231,6 +254,7 @@ impl Totals {
         self.sent_audio.push(0);
         self.recv_video.push(0);
         self.recv_audio.push(0);
+        self.local_subscribers.push(0);
         self.subscribers_of.push(subscribers);
         lock(&self.shared.subscribers_of).push(subscribers);
         self.subscribers_of.len() - 1
@@ -261,7 +285,12 @@ impl Totals {
 
     /// Copies of packet (`from`, `stamp`) arrived: one here, or what another thread saw.
     fn copies_arrived(&mut self, from: usize, stamp: u64, c: Copies) {
-        let all = self.subscribers_of.get(from).copied().unwrap_or(u64::MAX);
+        let all = if self.joins_later {
+            self.local_subscribers.get(from).copied()
+        } else {
+            self.subscribers_of.get(from).copied()
+        }
+        .unwrap_or(u64::MAX);
         let e = self.copies.entry((from as u32, stamp)).or_insert(Copies {
             first_ns: u64::MAX,
             last_ns: 0,
@@ -273,8 +302,12 @@ impl Totals {
         if e.n >= all {
             let done = *e;
             self.copies.remove(&(from as u32, stamp));
-            self.first_copy_us[bucket(done.first_ns)] += 1;
-            self.spread_us[bucket(done.last_ns - done.first_ns)] += 1;
+            if self.joins_later {
+                self.closed.push(((from as u32, stamp), done));
+            } else {
+                self.first_copy_us[bucket(done.first_ns)] += 1;
+                self.spread_us[bucket(done.last_ns - done.first_ns)] += 1;
+            }
         }
     }
 
@@ -623,6 +656,9 @@ struct State {
     frames: u64,
     // Subscriber.
     keyframe: Keyframe,
+    /// The publishers this peer has had a copy from (counted once each in the thread's
+    /// `local_subscribers`).
+    receives_from: Vec<usize>,
 }
 
 impl State {
@@ -657,6 +693,7 @@ impl State {
             seq_a: 0,
             frames: 0,
             keyframe: Keyframe::default(),
+            receives_from: Vec::new(),
         }
     }
 
@@ -760,7 +797,14 @@ impl State {
                     self.keyframe_progress(*pkt.seq_no, p, pkt.header.marker, at, totals);
                 }
                 let mut t = totals.borrow_mut();
-                if !t.in_window(stamp) || !t.knows(from) {
+                if !t.knows(from) {
+                    return;
+                }
+                if !self.receives_from.contains(&from) {
+                    self.receives_from.push(from);
+                    t.local_subscribers[from] += 1;
+                }
+                if !t.in_window(stamp) {
                     return;
                 }
                 if video {
@@ -934,12 +978,15 @@ mod tests {
             let t = main.borrow();
             (t.epoch, t.shared.clone())
         };
-        let a = Totals::with_shared(epoch, shared.clone(), crate::pacer::Pacing::Tick);
-        let b = Totals::with_shared(epoch, shared, crate::pacer::Pacing::Tick);
+        let a = Totals::for_receivers(epoch, shared.clone(), crate::pacer::Pacing::Tick);
+        let b = Totals::for_receivers(epoch, shared, crate::pacer::Pacing::Tick);
         // A thread learns of a publisher from the run's list, not before it is numbered.
         assert!(!a.borrow_mut().knows(0));
         assert_eq!(main.borrow_mut().add_publisher(3), 0);
         assert!(a.borrow_mut().knows(0) && b.borrow_mut().knows(0));
+        // Two of the publisher's three subscribers are on thread a, one on b.
+        a.borrow_mut().local_subscribers[0] = 2;
+        b.borrow_mut().local_subscribers[0] = 1;
 
         // Packet 100: two copies on one thread, the third on the other. Packet 200: two of
         // its three copies arrive, on different threads; the third is lost.
@@ -951,6 +998,11 @@ mod tests {
         a.borrow_mut().recv_video[0] += 3;
         b.borrow_mut().recv_video[0] += 2;
         b.borrow_mut().keyframe_ok += 1;
+        // A thread keeps open only what its own subscribers have not all had: packet 200 on a.
+        assert_eq!(a.borrow().copies.len(), 1);
+        assert_eq!(a.borrow().closed.len(), 1);
+        assert_eq!(b.borrow().copies.len(), 0);
+        assert_eq!(b.borrow().closed.len(), 2);
 
         let mut m = main.borrow_mut();
         for t in [a, b] {

@@ -39,10 +39,11 @@ pub struct PeerThread {
 }
 
 impl PeerThread {
-    /// Starts a thread named `name`, under `SCHED_FIFO` when `realtime` (and allowed).
+    /// Starts a thread named `name`: the publishers' under `SCHED_FIFO` (where allowed), a
+    /// receivers' with totals whose packets are joined with the others' at the end.
     pub fn start(
         name: &str,
-        realtime: bool,
+        publishers: bool,
         epoch: Instant,
         shared: Arc<Shared>,
         pacing: Pacing,
@@ -53,7 +54,7 @@ impl PeerThread {
         let thread = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
-                if realtime {
+                if publishers {
                     is_rt.store(set_realtime(), std::sync::atomic::Ordering::Relaxed);
                 }
                 let rt = tokio::runtime::Builder::new_current_thread()
@@ -61,7 +62,11 @@ impl PeerThread {
                     .build()
                     .expect("a runtime for a thread of peers");
                 let local = tokio::task::LocalSet::new();
-                let totals = Totals::with_shared(epoch, shared, pacing);
+                let totals = if publishers {
+                    Totals::with_shared(epoch, shared, pacing)
+                } else {
+                    Totals::for_receivers(epoch, shared, pacing)
+                };
                 let t = totals.clone();
                 local.block_on(&rt, async move {
                     while let Some((parts, role)) = rx.recv().await {
@@ -108,7 +113,8 @@ impl PeerThread {
         };
         match thread.join() {
             Ok(theirs) => into.merge(theirs),
-            Err(_) => eprintln!("a thread of peers panicked"),
+            // Its counts are gone: the run's figures would be wrong, so the run fails.
+            Err(_) => panic!("a thread of peers panicked; the run's counts are incomplete"),
         }
     }
 }
