@@ -7,6 +7,7 @@
 //!     [--server-cpus 0] [--tool-cpus 1] [--workers N] [--worker-budget PCT]
 //!     [--ramp 5,10,20,40] [--floor 5] [--pacing tick|precise|tokio] [--publishers own|shared]
 //!     [--receiver-threads 1] [--receiver-gro on|off] [--json results.json] [--check]
+//!     [--target http://HOST:PORT --org ORG_ID --admin USER_ID]
 //! ```
 //!
 //! A shape `PxS` is P calls, each with one publisher and S subscribers (frontdesk: the
@@ -77,6 +78,18 @@
 //! the tool cuts up; without it loopback cuts the run into datagrams and queues each on the
 //! receiver's socket on the server's core, which on a network is the receiver's own machine's
 //! work (`media_load/rxstamp.rs`). `off` measures as the figures before 2026-12-07 01:14 UTC.
+//!
+//! `--target http://HOST:PORT --org ORG_ID --admin USER_ID` loads a frontdesk that is already
+//! running, on this machine or another, instead of starting one: a deployment's own server,
+//! over its own network. The tool acts as that admin of that org (tokens signed with the
+//! server's `FRONTDESK_JWT_SECRET`, read from the environment), makes a pool, a routing rule,
+//! a widget key and one agent per call there, and removes them when each run ends, however it
+//! ends (`media_load/frontdesk.rs`); the org needs a seat per call. The server's CPU and
+//! memory then come from its `/metrics` (`process_cpu_seconds_total`,
+//! `process_resident_memory_bytes`: resident, not anonymous, memory), the per-core figures
+//! printed are the tool's machine's, and the peers bind to the address this machine reaches
+//! the server from. No floor, Janus, pinning or worker budget with it: those need the server
+//! to be the tool's child.
 //!
 //! `--worker-budget PCT` (with `--workers N`) caps each of frontdesk's media workers at PCT %
 //! of one CPU, each in a cgroup of its own, pinned one to a CPU of `--server-cpus`
@@ -302,6 +315,8 @@ struct Args {
     json: Option<std::path::PathBuf>,
     /// Exit 3 if a run lost packets or left a subscriber without a keyframe (`--check`).
     check: bool,
+    /// A frontdesk already running, elsewhere or here (`--target`, `--org`, `--admin`).
+    target: Option<frontdesk::Target>,
 }
 
 /// What `--help` prints: the options, each in a line (the figures are explained at the top of
@@ -333,6 +348,11 @@ usage: cargo bench --bench media_load -- [options]
                                  cores (1: on the tool's main thread)
   --receiver-gro on|off          receivers take the server's UDP GSO runs whole (on)
   --json PATH                    also write every run's figures as JSON
+  --target http://HOST:PORT --org ORG_ID --admin USER_ID
+                                 load a frontdesk already running (here or on another
+                                 machine) as an admin of ORG_ID, with the server's
+                                 FRONTDESK_JWT_SECRET from the environment; its CPU and
+                                 memory come from its /metrics
   --check                        exit 3 if a run lost packets or left a subscriber without a
                                  keyframe (a smoke test for CI; not with --ramp)
   --help                         this
@@ -374,7 +394,11 @@ fn args() -> Args {
         floor_seconds: 5,
         json: None,
         check: false,
+        target: None,
     };
+    let (mut target, mut org, mut admin) = (None, None, None);
+    // Whether --servers was given: the default (both) does not apply to --target.
+    let mut servers_given = false;
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < v.len() {
@@ -415,6 +439,7 @@ fn args() -> Args {
         };
         match name {
             "--servers" => {
+                servers_given = true;
                 a.servers = val().split(',').map(str::to_owned).collect();
                 if let Some(bad) = a
                     .servers
@@ -483,9 +508,22 @@ fn args() -> Args {
                 rxstamp::RECEIVER_GRO.store(on, std::sync::atomic::Ordering::Relaxed);
             }
             "--json" => a.json = Some(val().into()),
+            "--target" => target = Some(val()),
+            "--org" => org = Some(val()),
+            "--admin" => admin = Some(val()),
             _ => usage(&format!("unknown option {name:?}")),
         }
         i += 2;
+    }
+    if let Some(url) = target {
+        if !servers_given {
+            a.servers = vec!["frontdesk".into()];
+        }
+        a.target = Some(remote_target(&a, &url, org, admin));
+        a.servers = vec!["frontdesk".into()];
+        a.floor_seconds = 0;
+    } else if org.is_some() || admin.is_some() {
+        usage("--org and --admin go with --target");
     }
     if a.check && !a.ramp.is_empty() {
         usage("--check is for runs that must not lose packets; a --ramp is meant to");
@@ -503,6 +541,60 @@ fn thread_times() -> Vec<(u32, u64)> {
         .into_iter()
         .map(|tid| (tid, common::thread_cpu_ns(me, tid)))
         .collect()
+}
+
+/// Checks `--target URL` and what goes with it: the org and its admin, the server's token
+/// secret from the environment (never from the command line, which other users can read), and
+/// no option that needs the server to be the tool's child.
+fn remote_target(
+    a: &Args,
+    url: &str,
+    org: Option<String>,
+    admin: Option<String>,
+) -> frontdesk::Target {
+    let base = url
+        .strip_prefix("http://")
+        .unwrap_or_else(|| {
+            usage(&format!(
+                "--target {url:?}: an http:// URL of frontdesk's listener (TLS belongs to a proxy in front; load the server behind it)"
+            ))
+        })
+        .trim_end_matches('/');
+    if base.is_empty() || base.contains('/') {
+        usage(&format!("--target {url:?}: http://HOST:PORT, no path"));
+    }
+    if a.servers.iter().any(|s| s != "frontdesk") {
+        usage("--target loads frontdesk only (--servers frontdesk)");
+    }
+    if a.server_cpus.is_some() || a.workers.is_some() || a.worker_budget.is_some() {
+        usage("--server-cpus, --workers and --worker-budget need a server the tool starts; not with --target");
+    }
+    let org =
+        org.unwrap_or_else(|| usage("--target needs --org ORG_ID (the organization to load)"));
+    let admin = admin
+        .unwrap_or_else(|| usage("--target needs --admin USER_ID (an admin of that organization)"));
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let secret = env("FRONTDESK_JWT_SECRET")
+        .or_else(|| {
+            let path = env("FRONTDESK_JWT_SECRET_FILE")?;
+            match std::fs::read_to_string(&path) {
+                Ok(s) => Some(s.trim().to_owned()),
+                Err(e) => usage(&format!("FRONTDESK_JWT_SECRET_FILE {path}: {e}")),
+            }
+        })
+        .unwrap_or_else(|| {
+            usage("--target needs the server's FRONTDESK_JWT_SECRET (or FRONTDESK_JWT_SECRET_FILE) in the environment, to sign its agents' tokens")
+        });
+    frontdesk::Target {
+        base: base.to_owned(),
+        org,
+        admin,
+        jwt: common::Jwt {
+            secret,
+            issuer: env("FRONTDESK_JWT_ISSUER").unwrap_or_else(|| "frontdesk".into()),
+            audience: env("FRONTDESK_JWT_AUDIENCE").unwrap_or_else(|| "authenticated".into()),
+        },
+    }
 }
 
 /// One CPU's jiffies from `/proc/stat`.
@@ -613,6 +705,9 @@ struct Outcome {
     /// Whether the server and the tool may run on the same CPUs (lists that overlap, or one
     /// not pinned): a limit found so is the machine's, not the server's cores'.
     cpus_shared: bool,
+    /// A server the tool did not start (`--target`): its CPU and memory are from its
+    /// `/metrics`, and the cores listed are this machine's, not the server's.
+    remote: bool,
     p50_us: f64,
     p99_us: f64,
     max_us: f64,
@@ -699,7 +794,7 @@ impl Outcome {
             Shape::Broadcast { subscribers, .. } => ("broadcast", subscribers),
             Shape::Pairs { .. } => ("pairs", 1),
         };
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "server": self.server,
             "round": self.round,
             "shape": {"label": self.shape.label(), "kind": kind, "calls": self.shape.calls(),
@@ -723,10 +818,6 @@ impl Outcome {
                 {"busy": c.busy, "steal": c.steal, "softirq": c.softirq})).collect::<Vec<_>>(),
             "packets_per_server_cpu_s": self.per_cpu_s(),
             "tool_cpu_s": self.tool_cpu_s,
-            "tool_busiest_thread_cpu_s": self.tool_busiest_thread_s,
-            "tool_cpus": self.tool_cpus,
-            "tool_at_limit": self.tool_at_limit(),
-            "cpus_shared": self.cpus_shared,
             "latency_us": {"p50": self.p50_us, "p99": self.p99_us, "max": self.max_us,
                            "first_copy_p50": self.first_p50_us, "first_copy_p99": self.first_p99_us,
                            "fan_out_p50": self.spread_p50_us, "fan_out_p99": self.spread_p99_us},
@@ -745,7 +836,14 @@ impl Outcome {
                     {"cpu": cpu, "cpu_s": w.cpu_s, "periods": w.periods, "throttled": w.throttled}))
                     .collect::<Vec<_>>(),
             })),
-        })
+        });
+        // Apart from the rest: one `json!` of them all passes the macro's recursion limit.
+        v["tool_busiest_thread_cpu_s"] = self.tool_busiest_thread_s.into();
+        v["tool_cpus"] = self.tool_cpus.into();
+        v["tool_at_limit"] = self.tool_at_limit().into();
+        v["cpus_shared"] = self.cpus_shared.into();
+        v["remote"] = self.remote.into();
+        v
     }
 
     fn print(&self) {
@@ -780,16 +878,28 @@ impl Outcome {
                 )
             })
             .collect();
-        println!(
-            "  server CPU {:.3} s in {:.1} s ({:.1} % of one core; {:.2} s by clock ticks); {} ; tool CPU {:.2} s (its busiest thread {:.0} % of a core)",
-            self.server_cpu_s,
-            self.seconds,
-            100.0 * self.server_share(),
-            self.server_cpu_ticks_s,
-            cores.join(", "),
-            self.tool_cpu_s,
-            100.0 * self.tool_busiest_share(),
-        );
+        if self.remote {
+            println!(
+                "  server CPU {:.3} s in {:.1} s ({:.1} % of one core, from its /metrics); this machine: {} ; tool CPU {:.2} s (its busiest thread {:.0} % of a core)",
+                self.server_cpu_s,
+                self.seconds,
+                100.0 * self.server_share(),
+                cores.join(", "),
+                self.tool_cpu_s,
+                100.0 * self.tool_busiest_share(),
+            );
+        } else {
+            println!(
+                "  server CPU {:.3} s in {:.1} s ({:.1} % of one core; {:.2} s by clock ticks); {} ; tool CPU {:.2} s (its busiest thread {:.0} % of a core)",
+                self.server_cpu_s,
+                self.seconds,
+                100.0 * self.server_share(),
+                self.server_cpu_ticks_s,
+                cores.join(", "),
+                self.tool_cpu_s,
+                100.0 * self.tool_busiest_share(),
+            );
+        }
         if (self.cpu_read_s - self.seconds).abs() > 0.02 * self.seconds {
             println!(
                 "  (the CPU readings spanned {:.2} s, as this tool woke late; scaled to the {:.0} s window)",
@@ -801,15 +911,23 @@ impl Outcome {
             self.per_cpu_s(),
             1e6 / self.per_cpu_s()
         );
-        println!(
-            "  latency p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs; server memory {:.0} KiB per subscriber \
-             (anonymous; {:.0} with the pages of code and files it read in)",
-            self.p50_us,
-            self.p99_us,
-            self.max_us,
-            self.rss_per_subscriber_kib,
-            self.all_rss_per_subscriber_kib
-        );
+        if self.remote {
+            println!(
+                "  latency p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs; server memory {:.0} KiB per subscriber \
+                 (resident, from its /metrics)",
+                self.p50_us, self.p99_us, self.max_us, self.all_rss_per_subscriber_kib
+            );
+        } else {
+            println!(
+                "  latency p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs; server memory {:.0} KiB per subscriber \
+                 (anonymous; {:.0} with the pages of code and files it read in)",
+                self.p50_us,
+                self.p99_us,
+                self.max_us,
+                self.rss_per_subscriber_kib,
+                self.all_rss_per_subscriber_kib
+            );
+        }
         println!(
             "  per packet: first copy p50 {:.0} µs, p99 {:.0} µs; first to last copy (the fan-out) p50 {:.0} µs, p99 {:.0} µs",
             self.first_p50_us, self.first_p99_us, self.spread_p50_us, self.spread_p99_us
@@ -859,15 +977,54 @@ impl Outcome {
 }
 
 enum Server {
-    Frontdesk(frontdesk::Frontdesk),
+    Frontdesk(Box<frontdesk::Frontdesk>),
     Janus(janus::Janus),
 }
 
 impl Server {
-    fn pid(&self) -> u32 {
+    /// The server's process, when the tool started it.
+    fn pid(&self) -> Option<u32> {
         match self {
             Server::Frontdesk(f) => f.pid,
-            Server::Janus(j) => j.pid,
+            Server::Janus(j) => Some(j.pid),
+        }
+    }
+
+    /// The server's CPU time and memory now: from `/proc` when the tool started it, else from
+    /// its `/metrics`.
+    async fn reading(&self) -> Reading {
+        match (self.pid(), self) {
+            (Some(pid), _) => {
+                let (ns, threads) = cpu_ns(pid);
+                Reading {
+                    at: Instant::now(),
+                    ticks: cpu_ticks(pid),
+                    ns,
+                    threads,
+                    anon_kib: anon_rss_kib(pid),
+                    rss_kib: rss_kib(pid),
+                }
+            }
+            (None, Server::Frontdesk(f)) => {
+                let asked = Instant::now();
+                let m = f.metrics().await;
+                // The server read its clock somewhere between the question and the answer.
+                let at = asked + asked.elapsed() / 2;
+                let cpu_s = m.process_cpu_s.unwrap_or_else(|| {
+                    panic!("the server's /metrics has no process_cpu_seconds_total (a frontdesk before 2026-12-07?)")
+                });
+                let rss_kib = m.process_rss_bytes.unwrap_or(0) / 1024;
+                Reading {
+                    at,
+                    ticks: (cpu_s * 100.0) as u64,
+                    ns: (cpu_s * 1e9) as u64,
+                    threads: Vec::new(),
+                    // Only the whole resident size is known from outside.
+                    anon_kib: rss_kib,
+                    rss_kib,
+                }
+            }
+            (None, Server::Janus(_)) => unreachable!("Janus always runs as the tool's child"),
         }
     }
 
@@ -879,27 +1036,43 @@ impl Server {
     }
 }
 
+/// The server's CPU time (10 ms ticks and ns, with the threads the ns are summed over) and
+/// memory at one moment.
+struct Reading {
+    at: Instant,
+    ticks: u64,
+    ns: u64,
+    threads: Vec<u32>,
+    anon_kib: u64,
+    rss_kib: u64,
+}
+
 async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     let epoch = Instant::now();
-    let server = match name {
-        "frontdesk" => {
+    let server = match (name, &a.target) {
+        ("frontdesk", Some(t)) => {
+            let mut f = frontdesk::Frontdesk::remote(t).await;
+            f.agents(shape.calls()).await;
+            Server::Frontdesk(Box::new(f))
+        }
+        ("frontdesk", None) => {
             let mut f =
                 frontdesk::Frontdesk::start(a.server_cpus.as_deref(), a.workers, shape.calls());
             if let (Some(pct), Some(n)) = (a.worker_budget, a.workers) {
                 let cpus = a.server_cpus.as_deref().map(cpu_list).unwrap_or_default();
+                let pid = f.pid.expect("a server the tool started");
                 f.budget = Some(
-                    budget::Budget::apply(f.pid, n, pct, &cpus)
+                    budget::Budget::apply(pid, n, pct, &cpus)
                         .unwrap_or_else(|e| panic!("--worker-budget {pct}: {e}")),
                 );
             }
             f.agents(shape.calls()).await;
-            Server::Frontdesk(f)
+            Server::Frontdesk(Box::new(f))
         }
-        "janus" => Server::Janus(janus::Janus::start(a.server_cpus.as_deref()).await),
-        other => panic!("unknown server {other:?} (frontdesk or janus)"),
+        ("janus", _) => Server::Janus(janus::Janus::start(a.server_cpus.as_deref()).await),
+        (other, _) => panic!("unknown server {other:?} (frontdesk or janus)"),
     };
-    let pid = server.pid();
-    let rss_before = (anon_rss_kib(pid), rss_kib(pid));
+    let before = server.reading().await;
     let t_setup = Instant::now();
     let totals = Totals::new(epoch);
     totals.borrow_mut().pacing = a.pacing;
@@ -929,31 +1102,30 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     let t0 = Instant::now() + Duration::from_millis(20);
     totals.borrow().set_window(stamp(t0), stamp(t0 + window));
     tokio::time::sleep_until(t0.into()).await;
-    let read0 = Instant::now();
-    let (cpu0, cores0, tool0) = (cpu_ticks(pid), cpu_times(), cpu_ticks(std::process::id()));
-    let ns0 = cpu_ns(pid);
+    let (cores0, tool0) = (cpu_times(), cpu_ticks(std::process::id()));
+    let s0 = server.reading().await;
     let threads0 = thread_times();
     let workers0 = server.budget().map(|b| b.ticks()).unwrap_or_default();
     tokio::time::sleep_until((t0 + window).into()).await;
-    let read1 = Instant::now();
-    let (cpu1, cores1, tool1) = (cpu_ticks(pid), cpu_times(), cpu_ticks(std::process::id()));
-    let ns1 = cpu_ns(pid);
+    let (cores1, tool1) = (cpu_times(), cpu_ticks(std::process::id()));
+    let s1 = server.reading().await;
     let threads1 = thread_times();
     // The readings are taken when this thread gets to them, and a saturated tool wakes late:
     // they can span more than the window (5.4 s of a 5 s window at 10×10's maximum, which
     // read as 108 % of a core for a server pinned to one). CPU is scaled to the window, to go
     // with the packets counted in it.
-    let cpu_read_s = read1
-        .saturating_duration_since(read0)
+    let cpu_read_s = s1
+        .at
+        .saturating_duration_since(s0.at)
         .as_secs_f64()
         .max(1e-3);
     let scale = window.as_secs_f64() / cpu_read_s;
     // The exact per-thread sum when no thread came or went in the window, else the ticks.
     let server_cpu_s = scale
-        * if ns0.1 == ns1.1 && ns1.0 >= ns0.0 {
-            (ns1.0 - ns0.0) as f64 / 1e9
+        * if s0.threads == s1.threads && s1.ns >= s0.ns {
+            (s1.ns - s0.ns) as f64 / 1e9
         } else {
-            (cpu1 - cpu0) as f64 / 100.0
+            s1.ticks.saturating_sub(s0.ticks) as f64 / 100.0
         };
     let worker_use: Vec<budget::WorkerUse> = server
         .budget()
@@ -975,7 +1147,7 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
             b.workers.iter().map(|w| w.cpu).collect::<Vec<_>>(),
         )
     });
-    let rss_after = (anon_rss_kib(pid), rss_kib(pid));
+    let after = server.reading().await;
     let metrics1 = match &server {
         Server::Frontdesk(f) => f.metrics().await,
         Server::Janus(_) => Default::default(),
@@ -1002,8 +1174,12 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
         Some(list) if !list.is_empty() => list.iter().filter_map(|&i| cores.get(i)).collect(),
         _ => cores.iter().collect(),
     };
-    let server_steal =
-        server_cores.iter().map(|c| c.steal).sum::<f64>() / server_cores.len().max(1) as f64;
+    // Not known for a server the tool did not start: the cores here are this machine's.
+    let server_steal = if a.target.is_some() {
+        f64::NAN
+    } else {
+        server_cores.iter().map(|c| c.steal).sum::<f64>() / server_cores.len().max(1) as f64
+    };
     let t = totals.borrow();
     let expected: u64 = (0..t.sent_video.len())
         .map(|p| (t.sent_video[p] + t.sent_audio[p]) * t.subscribers_of[p])
@@ -1029,7 +1205,7 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
         bytes: t.recv_bytes,
         expected,
         server_cpu_s,
-        server_cpu_ticks_s: scale * (cpu1 - cpu0) as f64 / 100.0,
+        server_cpu_ticks_s: scale * s1.ticks.saturating_sub(s0.ticks) as f64 / 100.0,
         cpu_read_s,
         cores,
         server_steal,
@@ -1049,12 +1225,18 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
             .filter(|&n| n > 0)
             // The CPUs this process may run on (its affinity and any cgroup quota).
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        cpus_shared: match (a.server_cpus.as_deref(), a.tool_cpus.as_deref()) {
-            (Some(s), Some(t)) => {
-                let tool = cpu_list(t);
-                cpu_list(s).iter().any(|c| tool.contains(c))
+        remote: a.target.is_some(),
+        // A target on this machine shares its CPUs as far as the tool can tell.
+        cpus_shared: if a.target.is_some() {
+            peer::bound_ip().is_loopback()
+        } else {
+            match (a.server_cpus.as_deref(), a.tool_cpus.as_deref()) {
+                (Some(s), Some(t)) => {
+                    let tool = cpu_list(t);
+                    cpu_list(s).iter().any(|c| tool.contains(c))
+                }
+                _ => true,
             }
-            _ => true,
         },
         p50_us: t.latency_quantile(0.5),
         p99_us: t.latency_quantile(0.99),
@@ -1068,9 +1250,9 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
         own_p99_us: bucket_quantile(&own, 0.99),
         coalesced_share,
         max_us,
-        rss_per_subscriber_kib: rss_after.0.saturating_sub(rss_before.0) as f64
+        rss_per_subscriber_kib: after.anon_kib.saturating_sub(before.anon_kib) as f64
             / n_subs.max(1) as f64,
-        all_rss_per_subscriber_kib: rss_after.1.saturating_sub(rss_before.1) as f64
+        all_rss_per_subscriber_kib: after.rss_kib.saturating_sub(before.rss_kib) as f64
             / n_subs.max(1) as f64,
         keyframes: (t.keyframe_ok, n_subs),
         keyframe_wait_p99_ms: common::percentile(&waits, 0.99),
@@ -1137,14 +1319,18 @@ fn table(outcomes: &[Outcome]) {
         };
         let late = o.tool_behind();
         behind |= late;
+        let steal = if o.server_steal.is_nan() {
+            "–".to_owned()
+        } else {
+            format!("{:.1} %", 100.0 * o.server_steal)
+        };
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.1} % | {:.1} % | {:.0} | {:.0} / {:.0} | {own} | {:.3} % | {:.0} | {}/{} | {:.0} %, {:.0} µs{} |",
+            "| {} | {} | {:.0} | {:.2} | {:.1} % | {steal} | {:.0} | {:.0} / {:.0} | {own} | {:.3} % | {:.0} | {}/{} | {:.0} %, {:.0} µs{} |",
             o.shape.label(),
             o.server,
             o.pps(),
             o.bytes as f64 / o.seconds / 1e6,
             100.0 * o.server_share(),
-            100.0 * o.server_steal,
             o.per_cpu_s(),
             o.p50_us,
             o.p99_us,
@@ -1222,6 +1408,15 @@ fn main() {
     let json_path = a.json.clone();
     let ramp = !a.ramp.is_empty();
     let check = a.check;
+    if let Some(t) = &a.target {
+        match peer::bind_towards(&t.base) {
+            Ok(ip) => println!(
+                "loading frontdesk at {} (org {}), peers on {ip}",
+                t.base, t.org
+            ),
+            Err(e) => usage(&format!("--target {}: {e}", t.base)),
+        }
+    }
     if let Some(cpus) = &a.tool_cpus {
         let ok = common::taskset_pid(&["-a"], cpus, std::process::id());
         assert!(ok, "taskset could not pin the tool to CPUs {cpus}");

@@ -554,7 +554,42 @@ async fn metrics(State(s): State<AppState>) -> Response {
     for (p, n) in &snap.presence {
         let _ = writeln!(out, "frontdesk_agents{{presence=\"{p}\"}} {n}");
     }
+    process_metrics(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The process's own CPU time and resident memory, under Prometheus's standard names: what a
+/// load tool on another machine reads to size the server (`benches/media_load.rs --target`),
+/// and what an operator graphs beside the rest. Left out where the OS does not say.
+fn process_metrics(out: &mut String) {
+    use std::fmt::Write;
+    // SAFETY: getrusage writes into the zeroed struct it is given; RUSAGE_SELF is valid.
+    let cpu = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        (libc::getrusage(libc::RUSAGE_SELF, &mut u) == 0).then(|| {
+            let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+            t(u.ru_utime) + t(u.ru_stime)
+        })
+    };
+    if let Some(cpu) = cpu {
+        let _ = writeln!(
+            out,
+            "# HELP process_cpu_seconds_total User and system CPU time the process has spent, in seconds.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu}"
+        );
+    }
+    // /proc/self/statm: sizes in pages, the second one resident.
+    let rss_pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok());
+    // SAFETY: sysconf only reads a configuration value.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if let (Some(pages), true) = (rss_pages, page > 0) {
+        let _ = writeln!(
+            out,
+            "# HELP process_resident_memory_bytes Resident memory of the process, in bytes.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}",
+            pages * page as u64
+        );
+    }
 }
 
 /// The media workers' forwarding delay as a Prometheus histogram (cumulative buckets).

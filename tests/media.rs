@@ -435,6 +435,29 @@ async fn an_admin_watches_calls_of_its_own_org_only_and_watches_end_with_the_cal
     assert_eq!(code(&admin.request(watch(&call, 1)).await), "not_in_call");
 }
 
+/// `/metrics` carries the process's own CPU time and resident memory (Prometheus's standard
+/// names), which a load tool on another machine reads in place of `/proc`: CPU that grows as
+/// the server works, and a resident size a server of this kind has.
+#[tokio::test]
+async fn the_process_cpu_and_memory_are_in_the_metrics() {
+    let mut c = setup(Options::default()).await;
+    let before = c.s.metric("process_cpu_seconds_total").await;
+    let (mut v, call, _, _) = c.connect().await;
+    for _ in 0..20 {
+        let a = v
+            .request(json!({"type": "media_offer", "call_id": call, "sdp": offer()}))
+            .await;
+        assert_eq!(a["type"], "media_answer", "{a}");
+    }
+    let after = c.s.metric("process_cpu_seconds_total").await;
+    assert!(after > before, "CPU time {before} s then {after} s");
+    let rss = c.s.metric("process_resident_memory_bytes").await;
+    assert!(
+        (4.0 * 1024.0 * 1024.0..64.0 * 1024.0 * 1024.0 * 1024.0).contains(&rss),
+        "resident memory {rss} bytes"
+    );
+}
+
 /// A datagram the kernel refuses (here: to the broadcast address, which needs `SO_BROADCAST`)
 /// is counted in `/metrics` and dropped; the worker goes on serving the call.
 #[tokio::test]

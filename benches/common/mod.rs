@@ -86,16 +86,40 @@ pub fn now_s() -> i64 {
         .as_secs() as i64
 }
 
+/// How a server checks its tokens: its HS256 secret, issuer and audience.
+#[derive(Clone)]
+pub struct Jwt {
+    pub secret: String,
+    pub issuer: String,
+    pub audience: String,
+}
+
+impl Jwt {
+    /// What the servers the benches start use.
+    pub fn local() -> Jwt {
+        Jwt {
+            secret: JWT_SECRET.to_owned(),
+            issuer: "frontdesk".to_owned(),
+            audience: "authenticated".to_owned(),
+        }
+    }
+
+    /// A token for `sub` in `org` with `role`, valid two hours.
+    pub fn token(&self, sub: &str, org: &str, role: &str) -> String {
+        let claims = json!({"sub": sub, "aud": self.audience, "iss": self.issuer, "exp": now_s() + 7200,
+                            "app_metadata": {"org_id": org, "role": role}});
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(self.secret.as_bytes()),
+        )
+        .expect("HS256 encoding of plain claims")
+    }
+}
+
 /// An agent token for the default issuer and audience, valid two hours.
 pub fn token(sub: &str, org: &str, role: &str) -> String {
-    let claims = json!({"sub": sub, "aud": "authenticated", "iss": "frontdesk", "exp": now_s() + 7200,
-                        "app_metadata": {"org_id": org, "role": role}});
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .expect("HS256 encoding of plain claims")
+    Jwt::local().token(sub, org, role)
 }
 
 /// The `p` percentile of sorted microseconds, in milliseconds.

@@ -1,7 +1,13 @@
-//! frontdesk under load: the release binary started with a fresh SQLite database, calls set up
-//! through the documented signaling protocol (`docs/protocol.md`): agents go available,
-//! visitors request calls, agents accept, both sides send `media_offer`, and the org's admin
-//! adds the extra subscribers of a call as watchers (`watch_offer`).
+//! frontdesk under load: the release binary started with a fresh SQLite database, or a server
+//! already running elsewhere (`--target`); calls set up through the documented signaling
+//! protocol (`docs/protocol.md`): agents go available, visitors request calls, agents accept,
+//! both sides send `media_offer`, and the org's admin adds the extra subscribers of a call as
+//! watchers (`watch_offer`).
+//!
+//! On a server it did not start, the tool works inside one existing organization, as its admin
+//! (`--org`, `--admin`, tokens signed with the server's `FRONTDESK_JWT_SECRET`): it makes a pool
+//! of its own that a routing rule for a domain of its own sends its visitors to, a widget key,
+//! and one agent per call, and removes them all when the run ends, however it ends.
 
 use std::collections::VecDeque;
 use std::process::{Child, Command, Stdio};
@@ -12,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::{create_org, listening_addr, token, JWT_SECRET};
+use crate::common::{create_org, listening_addr, Jwt, JWT_SECRET};
 use crate::peer::{direction, Peer, Role};
 use crate::{Setup, Shape};
 
@@ -21,23 +27,91 @@ const BIN: &str = env!("CARGO_BIN_EXE_frontdesk");
 const PATIENCE: Duration = Duration::from_secs(30);
 
 pub struct Frontdesk {
-    child: Child,
-    pub pid: u32,
+    /// The server the tool started (none with `--target`).
+    child: Option<Child>,
+    pub pid: Option<u32>,
     base: String,
     org: String,
     pool: String,
     widget_key: String,
-    _dir: tempfile::TempDir,
+    /// The org admin the tool acts as, and the prefix of its agents' user ids.
+    admin: String,
+    agent_prefix: String,
+    /// Where the tool's visitors say they are (the pool's routing rule matches it).
+    page_url: String,
+    jwt: Jwt,
+    _dir: Option<tempfile::TempDir>,
     /// Media workers under a CPU budget (`--worker-budget`); dropped after the process is
     /// killed, which empties their cgroups.
     pub budget: Option<crate::budget::Budget>,
+    /// What the tool made on a server it did not start, to remove when the run ends.
+    made: Made,
+}
+
+/// Records the tool made through the admin API of a server it did not start.
+#[derive(Default, Clone)]
+struct Made {
+    agents: Vec<String>,
+    widget_key: Option<String>,
+    pool: Option<String>,
 }
 
 impl Drop for Frontdesk {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return;
+        }
+        // A server that stays up: remove what the run made there, on a runtime of its own
+        // (this may run while the run's task unwinds).
+        let (base, token, made) = (self.base.clone(), self.admin_token(), self.made.clone());
+        let cleaned = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            Some(rt.block_on(remove(&base, &token, &made)))
+        })
+        .join();
+        match cleaned {
+            Ok(Some(left)) if left.is_empty() => {}
+            Ok(Some(left)) => eprintln!(
+                "media_load: could not remove from {}: {} (remove them by hand)",
+                self.base,
+                left.join(", ")
+            ),
+            _ => eprintln!("media_load: could not clean up on {}", self.base),
+        }
     }
+}
+
+/// Deletes what `made` lists; returns what could not be deleted.
+async fn remove(base: &str, admin: &str, made: &Made) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let paths = made
+        .agents
+        .iter()
+        .map(|a| format!("/v1/agents/{a}"))
+        .chain(
+            made.widget_key
+                .iter()
+                .map(|k| format!("/v1/widget-keys/{k}")),
+        )
+        .chain(made.pool.iter().map(|p| format!("/v1/pools/{p}")));
+    let mut left = Vec::new();
+    for path in paths {
+        let r = http
+            .delete(format!("http://{base}{path}"))
+            .bearer_auth(admin)
+            .timeout(PATIENCE)
+            .send()
+            .await;
+        if !matches!(&r, Ok(r) if r.status().is_success()) {
+            left.push(path);
+        }
+    }
+    left
 }
 
 /// `taskset -c CPUS` before a command, when CPUS is given.
@@ -50,6 +124,17 @@ pub fn pinned(cpus: Option<&str>, program: &str) -> Command {
         }
         None => Command::new(program),
     }
+}
+
+/// Where and as whom to load a frontdesk that is already running (`--target`).
+#[derive(Clone)]
+pub struct Target {
+    /// `host:port` of its HTTP listener.
+    pub base: String,
+    pub org: String,
+    /// The user id (token `sub`) of an admin of `org`.
+    pub admin: String,
+    pub jwt: Jwt,
 }
 
 impl Frontdesk {
@@ -74,15 +159,87 @@ impl Frontdesk {
         let pid = child.id();
         let base = listening_addr(&mut child);
         Frontdesk {
-            child,
-            pid,
+            child: Some(child),
+            pid: Some(pid),
             base,
             org: created.org,
             pool: created.pool,
             widget_key: created.widget_key,
-            _dir: dir,
+            admin: "admin".to_owned(),
+            agent_prefix: "agent-".to_owned(),
+            page_url: "https://shop.load.example/".to_owned(),
+            jwt: Jwt::local(),
+            _dir: Some(dir),
             budget: None,
+            made: Made::default(),
         }
+    }
+
+    /// A server already running: makes, as `t.admin`, a pool of the tool's own with a routing
+    /// rule for a domain of its own (so its visitors reach its agents and no one else's) and
+    /// a widget key. What it made is removed when this is dropped.
+    pub async fn remote(t: &Target) -> Frontdesk {
+        // Unique to this run: this process and the moment it started.
+        let tag = format!(
+            "load-{}-{}",
+            std::process::id(),
+            crate::common::now_s() % 100_000
+        );
+        let mut f = Frontdesk {
+            child: None,
+            pid: None,
+            base: t.base.clone(),
+            org: t.org.clone(),
+            pool: String::new(),
+            widget_key: String::new(),
+            admin: t.admin.clone(),
+            agent_prefix: format!("{tag}-agent-"),
+            page_url: format!("https://{tag}.load.example/"),
+            jwt: t.jwt.clone(),
+            _dir: None,
+            budget: None,
+            made: Made::default(),
+        };
+        let pool = f.admin_api("POST", "/v1/pools", json!({"name": tag})).await;
+        f.pool = pool["id"].as_str().expect("a pool id").to_owned();
+        f.made.pool = Some(f.pool.clone());
+        f.admin_api(
+            "POST",
+            &format!("/v1/pools/{}/rules", f.pool),
+            json!({"domain": format!("{tag}.load.example"), "priority": 1000}),
+        )
+        .await;
+        let key = f
+            .admin_api("POST", "/v1/widget-keys", json!({"label": tag}))
+            .await;
+        f.widget_key = key["key"].as_str().expect("a widget key").to_owned();
+        f.made.widget_key = Some(key["id"].as_str().expect("a widget key id").to_owned());
+        f
+    }
+
+    fn admin_token(&self) -> String {
+        self.jwt.token(&self.admin, &self.org, "admin")
+    }
+
+    /// One call of the admin API that must succeed; its JSON answer.
+    async fn admin_api(&self, method: &str, path: &str, body: Value) -> Value {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        let r = reqwest::Client::new()
+            .request(method.clone(), format!("http://{}{path}", self.base))
+            .bearer_auth(self.admin_token())
+            .json(&body)
+            .timeout(PATIENCE)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path} on {}: {e}", self.base));
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        assert!(
+            status.is_success(),
+            "{method} {path} on {}: {status} {text}",
+            self.base
+        );
+        serde_json::from_str(&text).unwrap_or(Value::Null)
     }
 
     /// What the load tool reads from the server's `/metrics`.
@@ -93,11 +250,11 @@ impl Frontdesk {
             .text()
             .await
             .expect("metrics text");
-        let counter = |name: &str| {
+        let value = |name: &str| -> Option<f64> {
             body.lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-                .unwrap_or(0)
         };
+        let counter = |name: &str| value(name).map_or(0, |v| v as u64);
         Metrics {
             forward_delay: body
                 .lines()
@@ -121,23 +278,29 @@ impl Frontdesk {
                 .collect(),
             coalesced: counter("frontdesk_media_datagrams_coalesced_total"),
             forwarded: counter("frontdesk_media_packets_forwarded_total"),
+            process_cpu_s: value("process_cpu_seconds_total"),
+            process_rss_bytes: value("process_resident_memory_bytes").map(|b| b as u64),
         }
     }
 
     /// Makes the agents the calls need (one per call) through the admin API.
-    pub async fn agents(&self, n: usize) {
-        let http = reqwest::Client::new();
-        let admin = token("admin", &self.org, "admin");
+    pub async fn agents(&mut self, n: usize) {
         for i in 0..n {
-            let r = http
-                .post(format!("http://{}/v1/agents", self.base))
-                .bearer_auth(&admin)
-                .json(&json!({"user_id": format!("agent-{i}"), "email": format!("a{i}@load.example"),
-                              "display_name": format!("Agent {i}"), "pools": [{"pool_id": self.pool, "tier": 1}]}))
-                .send()
-                .await
-                .expect("admin API answers");
-            assert_eq!(r.status().as_u16(), 201, "creating agent {i}");
+            let a = self
+                .admin_api(
+                    "POST",
+                    "/v1/agents",
+                    json!({"user_id": format!("{}{i}", self.agent_prefix),
+                           "email": format!("a{i}@load.example"),
+                           "display_name": format!("Load agent {i}"),
+                           "pools": [{"pool_id": self.pool, "tier": 1}]}),
+                )
+                .await;
+            if self.child.is_none() {
+                self.made
+                    .agents
+                    .push(a["id"].as_str().expect("an agent id").to_owned());
+            }
         }
     }
 
@@ -150,15 +313,11 @@ impl Frontdesk {
         epoch: Instant,
         rate: crate::peer::Rate,
     ) {
-        let mut admin = Sig::connect(
-            &self.base,
-            json!({"agent_token": token("admin", &self.org, "admin")}),
-        )
-        .await;
+        let mut admin = Sig::connect(&self.base, json!({"agent_token": self.admin_token()})).await;
         for call in 0..shape.calls() {
             let mut agent = Sig::connect(
                 &self.base,
-                json!({"agent_token": token(&format!("agent-{call}"), &self.org, "agent")}),
+                json!({"agent_token": self.jwt.token(&format!("{}{call}", self.agent_prefix), &self.org, "agent")}),
             )
             .await;
             agent
@@ -166,7 +325,7 @@ impl Frontdesk {
                 .await;
             let mut visitor = Sig::connect(
                 &self.base,
-                json!({"widget_key": self.widget_key, "page_url": "https://shop.load.example/"}),
+                json!({"widget_key": self.widget_key, "page_url": self.page_url}),
             )
             .await;
             let requested = visitor.request(json!({"type": "request_call"})).await;
@@ -334,4 +493,8 @@ pub struct Metrics {
     pub coalesced: u64,
     /// Packets forwarded.
     pub forwarded: u64,
+    /// The server process's CPU time and resident memory (`process_cpu_seconds_total`,
+    /// `process_resident_memory_bytes`): how the tool reads a server it did not start.
+    pub process_cpu_s: Option<f64>,
+    pub process_rss_bytes: Option<u64>,
 }

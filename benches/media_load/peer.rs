@@ -418,11 +418,40 @@ fn rtc(now: Instant) -> Rtc {
         .build(now)
 }
 
+/// The address peers bind to and offer as their host candidate: loopback, or with `--target`
+/// the one this machine reaches the server from.
+static BIND_IP: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();
+
+/// Binds every peer from now on to the address this machine reaches `host:port` from.
+pub fn bind_towards(target: &str) -> std::io::Result<std::net::IpAddr> {
+    use std::net::ToSocketAddrs;
+    let to = target.to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "the host has no address")
+    })?;
+    let any: SocketAddr = if to.is_ipv4() {
+        "0.0.0.0:0".parse().expect("an address")
+    } else {
+        "[::]:0".parse().expect("an address")
+    };
+    // Connecting a UDP socket sends nothing: it asks the kernel for the route.
+    let probe = std::net::UdpSocket::bind(any)?;
+    probe.connect(to)?;
+    let ip = probe.local_addr()?.ip();
+    let _ = BIND_IP.set(ip);
+    Ok(ip)
+}
+
+/// The address peers bind to (loopback unless `bind_towards` said otherwise).
+pub fn bound_ip() -> std::net::IpAddr {
+    *BIND_IP.get_or_init(|| std::net::Ipv4Addr::LOCALHOST.into())
+}
+
 impl Peer {
     async fn bind(now: Instant) -> Peer {
-        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        let ip = bound_ip();
+        let socket = tokio::net::UdpSocket::bind(SocketAddr::new(ip, 0))
             .await
-            .expect("a loopback UDP socket");
+            .expect("a UDP socket to receive media on");
         let addr = socket.local_addr().expect("bound socket has an address");
         crate::rxstamp::enable(&socket);
         let mut rtc = rtc(now);
