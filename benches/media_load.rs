@@ -81,15 +81,23 @@
 //!
 //! `--target http://HOST:PORT --org ORG_ID --admin USER_ID` loads a frontdesk that is already
 //! running, on this machine or another, instead of starting one: a deployment's own server,
-//! over its own network. The tool acts as that admin of that org (tokens signed with the
-//! server's `FRONTDESK_JWT_SECRET`, read from the environment), makes a pool, a routing rule,
-//! a widget key and one agent per call there, and removes them when each run ends, however it
-//! ends (`media_load/frontdesk.rs`); the org needs a seat per call. The server's CPU and
+//! over its own network. The tool calls the admin API as that admin of that org (tokens
+//! signed with the server's `FRONTDESK_JWT_SECRET` or `_FILE`, read from the environment),
+//! makes a pool, a routing rule, a widget key, one agent per call and an admin agent of its
+//! own for the watchers there, and deletes them (revokes the key) when each run ends — also
+//! when it fails part way or the tool is interrupted by SIGINT, SIGTERM or SIGHUP; only a
+//! SIGKILL leaves them, named by the tag the tool prints (`media_load/frontdesk.rs`). The org
+//! needs a seat per call and one for the tool's admin; each agent made queues the server's
+//! invitation email (to `@load.example`); a shape of S subscribers a call needs the server's
+//! `FRONTDESK_MEDIA_MAX_WATCHERS` at S − 1 or more (the default is 8). The server's CPU and
 //! memory then come from its `/metrics` (`process_cpu_seconds_total`,
-//! `process_resident_memory_bytes`: resident, not anonymous, memory), the per-core figures
-//! printed are the tool's machine's, and the peers bind to the address this machine reaches
-//! the server from. No floor, Janus, pinning or worker budget with it: those need the server
-//! to be the tool's child.
+//! `process_resident_memory_bytes`): the whole process, other orgs' calls included, and
+//! resident rather than anonymous memory, which a server that has run calls before may reuse
+//! (so per subscriber it is a lower bound). The per-core figures printed are the tool's
+//! machine's, and the peers bind to the address this machine reaches the server from.
+//! Latency is the trip over that network, and a failed run leaves the server running. No
+//! floor, Janus, pinning or worker budget with it: those need the server to be the tool's
+//! child.
 //!
 //! `--worker-budget PCT` (with `--workers N`) caps each of frontdesk's media workers at PCT %
 //! of one CPU, each in a cgroup of its own, pinned one to a CPU of `--server-cpus`
@@ -574,11 +582,18 @@ fn remote_target(
     let admin = admin
         .unwrap_or_else(|| usage("--target needs --admin USER_ID (an admin of that organization)"));
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    // Read as the server reads it: the variable's bytes, or the file's less a trailing line end.
     let secret = env("FRONTDESK_JWT_SECRET")
+        .map(String::into_bytes)
         .or_else(|| {
             let path = env("FRONTDESK_JWT_SECRET_FILE")?;
-            match std::fs::read_to_string(&path) {
-                Ok(s) => Some(s.trim().to_owned()),
+            match std::fs::read(&path) {
+                Ok(mut b) => {
+                    while b.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
+                        b.pop();
+                    }
+                    Some(b)
+                }
                 Err(e) => usage(&format!("FRONTDESK_JWT_SECRET_FILE {path}: {e}")),
             }
         })
@@ -843,6 +858,11 @@ impl Outcome {
         v["tool_at_limit"] = self.tool_at_limit().into();
         v["cpus_shared"] = self.cpus_shared.into();
         v["remote"] = self.remote.into();
+        if self.remote {
+            // Not known from outside: only the whole resident size and the CPU seconds are.
+            v["memory_kib_per_subscriber"]["anonymous"] = serde_json::Value::Null;
+            v["server_cpu_ticks_s"] = serde_json::Value::Null;
+        }
         v
     }
 
@@ -1228,7 +1248,7 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
         remote: a.target.is_some(),
         // A target on this machine shares its CPUs as far as the tool can tell.
         cpus_shared: if a.target.is_some() {
-            peer::bound_ip().is_loopback()
+            peer::target_is_here()
         } else {
             match (a.server_cpus.as_deref(), a.tool_cpus.as_deref()) {
                 (Some(s), Some(t)) => {
@@ -1416,6 +1436,7 @@ fn main() {
             ),
             Err(e) => usage(&format!("--target {}: {e}", t.base)),
         }
+        frontdesk::clean_up_on_signals();
     }
     if let Some(cpus) = &a.tool_cpus {
         let ok = common::taskset_pid(&["-a"], cpus, std::process::id());

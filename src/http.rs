@@ -561,6 +561,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
 /// The process's own CPU time and resident memory, under Prometheus's standard names: what a
 /// load tool on another machine reads to size the server (`benches/media_load.rs --target`),
 /// and what an operator graphs beside the rest. Left out where the OS does not say.
+#[cfg(target_os = "linux")]
 fn process_metrics(out: &mut String) {
     use std::fmt::Write;
     // SAFETY: getrusage writes into the zeroed struct it is given; RUSAGE_SELF is valid.
@@ -591,6 +592,10 @@ fn process_metrics(out: &mut String) {
         );
     }
 }
+
+/// Elsewhere than Linux the process figures are left out (`libc` is a Linux dependency here).
+#[cfg(not(target_os = "linux"))]
+fn process_metrics(_out: &mut String) {}
 
 /// The media workers' forwarding delay as a Prometheus histogram (cumulative buckets).
 fn forward_delay(out: &mut String, h: &crate::media::ForwardDelay) {

@@ -89,7 +89,7 @@ pub fn now_s() -> i64 {
 /// How a server checks its tokens: its HS256 secret, issuer and audience.
 #[derive(Clone)]
 pub struct Jwt {
-    pub secret: String,
+    pub secret: Vec<u8>,
     pub issuer: String,
     pub audience: String,
 }
@@ -98,7 +98,7 @@ impl Jwt {
     /// What the servers the benches start use.
     pub fn local() -> Jwt {
         Jwt {
-            secret: JWT_SECRET.to_owned(),
+            secret: JWT_SECRET.as_bytes().to_vec(),
             issuer: "frontdesk".to_owned(),
             audience: "authenticated".to_owned(),
         }
@@ -111,7 +111,7 @@ impl Jwt {
         jsonwebtoken::encode(
             &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
             &claims,
-            &jsonwebtoken::EncodingKey::from_secret(self.secret.as_bytes()),
+            &jsonwebtoken::EncodingKey::from_secret(&self.secret),
         )
         .expect("HS256 encoding of plain claims")
     }

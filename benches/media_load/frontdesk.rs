@@ -4,13 +4,20 @@
 //! both sides send `media_offer`, and the org's admin adds the extra subscribers of a call as
 //! watchers (`watch_offer`).
 //!
-//! On a server it did not start, the tool works inside one existing organization, as its admin
-//! (`--org`, `--admin`, tokens signed with the server's `FRONTDESK_JWT_SECRET`): it makes a pool
-//! of its own that a routing rule for a domain of its own sends its visitors to, a widget key,
-//! and one agent per call, and removes them all when the run ends, however it ends.
+//! On a server it did not start, the tool works inside one existing organization, through its
+//! admin API as one of its admins (`--org`, `--admin`, tokens signed with the server's
+//! `FRONTDESK_JWT_SECRET`): it makes a pool of its own that a routing rule for a domain of its
+//! own sends its visitors to, a widget key, one agent per call and an admin agent of its own
+//! for the watchers (so that no one's console is replaced by the tool's signaling
+//! connection), and removes the agents and the pool and revokes the key when the run ends:
+//! normally, when the run fails part way, or when the tool is interrupted (SIGINT, SIGTERM,
+//! SIGHUP; `clean_up_on_signals`). Only a kill it cannot catch leaves them; they are named
+//! `load-<pid>-<n>` and the tool prints that tag as it starts each run.
 
 use std::collections::VecDeque;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -25,6 +32,8 @@ use crate::{Setup, Shape};
 const BIN: &str = env!("CARGO_BIN_EXE_frontdesk");
 /// How long one signaling answer may take.
 const PATIENCE: Duration = Duration::from_secs(30);
+/// How long one admin API or `/metrics` request to a server may take.
+const HTTP_PATIENCE: Duration = Duration::from_secs(10);
 
 pub struct Frontdesk {
     /// The server the tool started (none with `--target`).
@@ -34,8 +43,11 @@ pub struct Frontdesk {
     org: String,
     pool: String,
     widget_key: String,
-    /// The org admin the tool acts as, and the prefix of its agents' user ids.
+    /// The org admin whose tokens the admin API calls carry, the admin agent whose signaling
+    /// connection asks for the watchers (the tool's own on a server it did not start), and the
+    /// prefix of its agents' user ids.
     admin: String,
+    watcher_admin: String,
     agent_prefix: String,
     /// Where the tool's visitors say they are (the pool's routing rule matches it).
     page_url: String,
@@ -44,8 +56,11 @@ pub struct Frontdesk {
     /// Media workers under a CPU budget (`--worker-budget`); dropped after the process is
     /// killed, which empties their cgroups.
     pub budget: Option<crate::budget::Budget>,
-    /// What the tool made on a server it did not start, to remove when the run ends.
-    made: Made,
+    /// What the tool made on a server it did not start, to remove when the run ends (also
+    /// listed in `LIVE` until then, for a signal).
+    made: Arc<Mutex<Made>>,
+    live: Option<u64>,
+    http: reqwest::Client,
 }
 
 /// Records the tool made through the admin API of a server it did not start.
@@ -56,6 +71,23 @@ struct Made {
     pool: Option<String>,
 }
 
+/// Records the tool made on servers it did not start and has not removed yet, for
+/// `clean_up_on_signals`; and how many removals are under way.
+static LIVE: Mutex<Vec<Live>> = Mutex::new(Vec::new());
+static REMOVING: AtomicUsize = AtomicUsize::new(0);
+static NEXT_LIVE: AtomicU64 = AtomicU64::new(0);
+
+struct Live {
+    id: u64,
+    base: String,
+    token: String,
+    made: Arc<Mutex<Made>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Drop for Frontdesk {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
@@ -63,33 +95,54 @@ impl Drop for Frontdesk {
             let _ = child.wait();
             return;
         }
-        // A server that stays up: remove what the run made there, on a runtime of its own
-        // (this may run while the run's task unwinds).
-        let (base, token, made) = (self.base.clone(), self.admin_token(), self.made.clone());
-        let cleaned = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            Some(rt.block_on(remove(&base, &token, &made)))
-        })
-        .join();
-        match cleaned {
-            Ok(Some(left)) if left.is_empty() => {}
-            Ok(Some(left)) => eprintln!(
-                "media_load: could not remove from {}: {} (remove them by hand)",
-                self.base,
-                left.join(", ")
-            ),
-            _ => eprintln!("media_load: could not clean up on {}", self.base),
+        // A server that stays up: remove what the run made there, unless a signal's cleanup
+        // has taken it already.
+        let mine = {
+            let mut live = lock(&LIVE);
+            live.iter()
+                .position(|l| Some(l.id) == self.live)
+                .map(|i| live.swap_remove(i))
+        };
+        if let Some(l) = mine {
+            REMOVING.fetch_add(1, Ordering::AcqRel);
+            remove_blocking(l);
+            REMOVING.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
 
-/// Deletes what `made` lists; returns what could not be deleted.
+/// Removes what `l` lists, on a thread and runtime of their own (this may run while a run's
+/// task unwinds, or on the signal thread), and says what could not be removed.
+fn remove_blocking(l: Live) {
+    let made = lock(&l.made).clone();
+    let base = l.base.clone();
+    let cleaned = std::thread::Builder::new()
+        .name("load-cleanup".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            Some(rt.block_on(remove(&l.base, &l.token, &made)))
+        })
+        .ok()
+        .and_then(|t| t.join().ok().flatten());
+    match cleaned {
+        Some(left) if left.is_empty() => {}
+        Some(left) => eprintln!(
+            "media_load: could not remove from {base}: {} (remove them by hand)",
+            left.join(", ")
+        ),
+        None => eprintln!("media_load: could not clean up on {base}"),
+    }
+}
+
+/// Deletes (and for a widget key, revokes) what `made` lists: agents, then the key, then the
+/// pool with its rule. Returns what could not be; after a request that could not reach the
+/// server, the rest are not tried (each would wait out its timeout too).
 async fn remove(base: &str, admin: &str, made: &Made) -> Vec<String> {
     let http = reqwest::Client::new();
-    let paths = made
+    let mut paths = made
         .agents
         .iter()
         .map(|a| format!("/v1/agents/{a}"))
@@ -100,18 +153,75 @@ async fn remove(base: &str, admin: &str, made: &Made) -> Vec<String> {
         )
         .chain(made.pool.iter().map(|p| format!("/v1/pools/{p}")));
     let mut left = Vec::new();
-    for path in paths {
+    while let Some(path) = paths.next() {
         let r = http
             .delete(format!("http://{base}{path}"))
             .bearer_auth(admin)
-            .timeout(PATIENCE)
+            .timeout(HTTP_PATIENCE)
             .send()
             .await;
-        if !matches!(&r, Ok(r) if r.status().is_success()) {
-            left.push(path);
+        match r {
+            Ok(r) if r.status().is_success() => {}
+            Ok(_) => left.push(path),
+            Err(_) => {
+                left.push(path);
+                left.extend(paths);
+                break;
+            }
         }
     }
     left
+}
+
+/// On SIGINT, SIGTERM or SIGHUP, removes what the runs made on servers the tool did not start
+/// (and waits for removals under way), then exits 130. Without it, an interrupted run would
+/// leave its agents holding the org's seats.
+pub fn clean_up_on_signals() {
+    let spawned = std::thread::Builder::new()
+        .name("load-signals".into())
+        .spawn(|| {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                use tokio::signal::unix::{signal, SignalKind};
+                let (Ok(mut term), Ok(mut hup)) = (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::hangup()),
+                ) else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                    _ = hup.recv() => {}
+                }
+            });
+            eprintln!("media_load: interrupted; removing what the runs made on the server");
+            let live: Vec<Live> = lock(&LIVE).drain(..).collect();
+            for l in live {
+                remove_blocking(l);
+            }
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while REMOVING.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            std::process::exit(130);
+        });
+    if let Err(e) = spawned {
+        eprintln!("media_load: no thread to clean up on a signal ({e}); an interrupted run leaves its agents");
+    }
+}
+
+/// The client for a server's admin API and `/metrics`: one per server, every request bounded.
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(HTTP_PATIENCE)
+        .build()
+        .expect("an HTTP client")
 }
 
 /// `taskset -c CPUS` before a command, when CPUS is given.
@@ -166,25 +276,37 @@ impl Frontdesk {
             pool: created.pool,
             widget_key: created.widget_key,
             admin: "admin".to_owned(),
+            watcher_admin: "admin".to_owned(),
             agent_prefix: "agent-".to_owned(),
             page_url: "https://shop.load.example/".to_owned(),
             jwt: Jwt::local(),
             _dir: Some(dir),
             budget: None,
-            made: Made::default(),
+            made: Arc::default(),
+            live: None,
+            http: http_client(),
         }
     }
 
     /// A server already running: makes, as `t.admin`, a pool of the tool's own with a routing
-    /// rule for a domain of its own (so its visitors reach its agents and no one else's) and
-    /// a widget key. What it made is removed when this is dropped.
+    /// rule for a domain of its own (so its visitors reach its agents and no one else's), a
+    /// widget key and an admin agent of its own for the watchers. What it made is removed when
+    /// this is dropped, or on a signal (`clean_up_on_signals`).
     pub async fn remote(t: &Target) -> Frontdesk {
-        // Unique to this run: this process and the moment it started.
-        let tag = format!(
-            "load-{}-{}",
-            std::process::id(),
-            crate::common::now_s() % 100_000
+        // Unique to this run: this process and the runs it made before.
+        let live = NEXT_LIVE.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("load-{}-{live}", std::process::id());
+        println!(
+            "  on {}: the run's pool, widget key and agents are named {tag}",
+            t.base
         );
+        let made: Arc<Mutex<Made>> = Arc::default();
+        lock(&LIVE).push(Live {
+            id: live,
+            base: t.base.clone(),
+            token: t.jwt.token(&t.admin, &t.org, "admin"),
+            made: made.clone(),
+        });
         let mut f = Frontdesk {
             child: None,
             pid: None,
@@ -193,16 +315,30 @@ impl Frontdesk {
             pool: String::new(),
             widget_key: String::new(),
             admin: t.admin.clone(),
+            watcher_admin: format!("{tag}-admin"),
             agent_prefix: format!("{tag}-agent-"),
             page_url: format!("https://{tag}.load.example/"),
             jwt: t.jwt.clone(),
             _dir: None,
             budget: None,
-            made: Made::default(),
+            made,
+            live: Some(live),
+            http: http_client(),
         };
+        let admin = f
+            .admin_api(
+                "POST",
+                "/v1/agents",
+                json!({"user_id": f.watcher_admin, "email": format!("{tag}-admin@load.example"),
+                       "display_name": "Load tool admin", "role": "admin"}),
+            )
+            .await;
+        lock(&f.made)
+            .agents
+            .push(admin["id"].as_str().expect("an agent id").to_owned());
         let pool = f.admin_api("POST", "/v1/pools", json!({"name": tag})).await;
         f.pool = pool["id"].as_str().expect("a pool id").to_owned();
-        f.made.pool = Some(f.pool.clone());
+        lock(&f.made).pool = Some(f.pool.clone());
         f.admin_api(
             "POST",
             &format!("/v1/pools/{}/rules", f.pool),
@@ -213,7 +349,7 @@ impl Frontdesk {
             .admin_api("POST", "/v1/widget-keys", json!({"label": tag}))
             .await;
         f.widget_key = key["key"].as_str().expect("a widget key").to_owned();
-        f.made.widget_key = Some(key["id"].as_str().expect("a widget key id").to_owned());
+        lock(&f.made).widget_key = Some(key["id"].as_str().expect("a widget key id").to_owned());
         f
     }
 
@@ -224,11 +360,11 @@ impl Frontdesk {
     /// One call of the admin API that must succeed; its JSON answer.
     async fn admin_api(&self, method: &str, path: &str, body: Value) -> Value {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
-        let r = reqwest::Client::new()
+        let r = self
+            .http
             .request(method.clone(), format!("http://{}{path}", self.base))
             .bearer_auth(self.admin_token())
             .json(&body)
-            .timeout(PATIENCE)
             .send()
             .await
             .unwrap_or_else(|e| panic!("{method} {path} on {}: {e}", self.base));
@@ -244,12 +380,15 @@ impl Frontdesk {
 
     /// What the load tool reads from the server's `/metrics`.
     pub async fn metrics(&self) -> Metrics {
-        let body = reqwest::get(format!("http://{}/metrics", self.base))
+        let body = self
+            .http
+            .get(format!("http://{}/metrics", self.base))
+            .send()
             .await
-            .expect("metrics answer")
+            .unwrap_or_else(|e| panic!("/metrics on {}: {e}", self.base))
             .text()
             .await
-            .expect("metrics text");
+            .unwrap_or_else(|e| panic!("/metrics on {}: {e}", self.base));
         let value = |name: &str| -> Option<f64> {
             body.lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
@@ -297,7 +436,7 @@ impl Frontdesk {
                 )
                 .await;
             if self.child.is_none() {
-                self.made
+                lock(&self.made)
                     .agents
                     .push(a["id"].as_str().expect("an agent id").to_owned());
             }
@@ -313,7 +452,11 @@ impl Frontdesk {
         epoch: Instant,
         rate: crate::peer::Rate,
     ) {
-        let mut admin = Sig::connect(&self.base, json!({"agent_token": self.admin_token()})).await;
+        let mut admin = Sig::connect(
+            &self.base,
+            json!({"agent_token": self.jwt.token(&self.watcher_admin, &self.org, "admin")}),
+        )
+        .await;
         for call in 0..shape.calls() {
             let mut agent = Sig::connect(
                 &self.base,
@@ -455,7 +598,21 @@ impl Sig {
         msg["id"] = id.into();
         let _ = self.out.send(msg.to_string());
         let v = self.wait(|v| v["re"] == id).await;
-        assert_ne!(v["type"], "error", "answer to {msg}: {v}");
+        if v["type"] == "error" {
+            // Without its credentials and SDP: a token here may be a deployment's.
+            for secret in ["agent_token", "widget_key", "sdp"] {
+                if msg.get(secret).is_some() {
+                    msg[secret] = "…".into();
+                }
+            }
+            if v["code"] == "too_many_watchers" {
+                panic!(
+                    "the server refused a watcher ({v}): this shape needs FRONTDESK_MEDIA_MAX_WATCHERS \
+                     of at least its subscribers per call less one on the server (the default is 8)"
+                );
+            }
+            panic!("answer to {msg}: {v}");
+        }
         v
     }
 

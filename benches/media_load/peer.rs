@@ -422,12 +422,27 @@ fn rtc(now: Instant) -> Rtc {
 /// the one this machine reaches the server from.
 static BIND_IP: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();
 
-/// Binds every peer from now on to the address this machine reaches `host:port` from.
+/// Whether the `--target` server runs on this machine (its address is one of this machine's).
+static TARGET_IS_HERE: AtomicBool = AtomicBool::new(false);
+
+pub fn target_is_here() -> bool {
+    TARGET_IS_HERE.load(Ordering::Relaxed)
+}
+
+/// Binds every peer from now on to the address this machine reaches `host:port` from (IPv4 if
+/// the name has one: `localhost` often gives `::1` first, and a server's media address is
+/// more often IPv4).
 pub fn bind_towards(target: &str) -> std::io::Result<std::net::IpAddr> {
     use std::net::ToSocketAddrs;
-    let to = target.to_socket_addrs()?.next().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::NotFound, "the host has no address")
-    })?;
+    let all: Vec<SocketAddr> = target.to_socket_addrs()?.collect();
+    let to = all
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(all.first())
+        .copied()
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "the host has no address")
+        })?;
     let any: SocketAddr = if to.is_ipv4() {
         "0.0.0.0:0".parse().expect("an address")
     } else {
@@ -437,6 +452,8 @@ pub fn bind_towards(target: &str) -> std::io::Result<std::net::IpAddr> {
     let probe = std::net::UdpSocket::bind(any)?;
     probe.connect(to)?;
     let ip = probe.local_addr()?.ip();
+    // The route to an address of this machine leaves from that address (or from loopback).
+    TARGET_IS_HERE.store(to.ip().is_loopback() || to.ip() == ip, Ordering::Relaxed);
     let _ = BIND_IP.set(ip);
     Ok(ip)
 }
