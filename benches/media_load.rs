@@ -85,11 +85,14 @@
 //! signed with the server's `FRONTDESK_JWT_SECRET` or `_FILE`, read from the environment),
 //! makes a pool, a routing rule, a widget key, one agent per call and an admin agent of its
 //! own for the watchers there, and deletes them (revokes the key) when each run ends — also
-//! when it fails part way or the tool is interrupted by SIGINT, SIGTERM or SIGHUP; only a
-//! SIGKILL leaves them, named by the tag the tool prints (`media_load/frontdesk.rs`). The org
+//! when it fails part way or the tool is stopped by SIGINT, SIGTERM or SIGHUP (those it was
+//! not started with ignored, as `nohup` and a script's background job leave some): then it
+//! deletes everything carrying its tag and exits as the signal would. A SIGKILL leaves them,
+//! named by the tag the tool prints (`media_load/frontdesk.rs`). The org
 //! needs a seat per call and one for the tool's admin; each agent made queues the server's
 //! invitation email (to `@load.example`); a shape of S subscribers a call needs the server's
-//! `FRONTDESK_MEDIA_MAX_WATCHERS` at S − 1 or more (the default is 8). The server's CPU and
+//! `FRONTDESK_MEDIA_MAX_WATCHERS` at S − 1 or more (the default is 8), and the tool's one
+//! admin connection asks for at most 256 watchers in all (calls × (S − 1)). The server's CPU and
 //! memory then come from its `/metrics` (`process_cpu_seconds_total`,
 //! `process_resident_memory_bytes`): the whole process, other orgs' calls included, and
 //! resident rather than anonymous memory, which a server that has run calls before may reuse
@@ -359,7 +362,7 @@ usage: cargo bench --bench media_load -- [options]
   --target http://HOST:PORT --org ORG_ID --admin USER_ID
                                  load a frontdesk already running (here or on another
                                  machine) as an admin of ORG_ID, with the server's
-                                 FRONTDESK_JWT_SECRET from the environment; its CPU and
+                                 FRONTDESK_JWT_SECRET(_FILE) from the environment; its CPU and
                                  memory come from its /metrics
   --check                        exit 3 if a run lost packets or left a subscriber without a
                                  keyframe (a smoke test for CI; not with --ramp)
@@ -1436,7 +1439,7 @@ fn main() {
             ),
             Err(e) => usage(&format!("--target {}: {e}", t.base)),
         }
-        frontdesk::clean_up_on_signals();
+        frontdesk::clean_up_on_signals(t);
     }
     if let Some(cpus) = &a.tool_cpus {
         let ok = common::taskset_pid(&["-a"], cpus, std::process::id());
@@ -1544,6 +1547,8 @@ fn main() {
         }
         floor
     });
+    // Interrupted (`--target`): the signal's cleanup ends the process when it is done.
+    frontdesk::before_exit();
     let mut v = outcomes.borrow().clone();
     v.sort_by_key(|o| (format!("{:?}", o.shape), o.server.clone()));
     table(&v);

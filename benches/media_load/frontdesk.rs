@@ -6,18 +6,18 @@
 //!
 //! On a server it did not start, the tool works inside one existing organization, through its
 //! admin API as one of its admins (`--org`, `--admin`, tokens signed with the server's
-//! `FRONTDESK_JWT_SECRET`): it makes a pool of its own that a routing rule for a domain of its
-//! own sends its visitors to, a widget key, one agent per call and an admin agent of its own
-//! for the watchers (so that no one's console is replaced by the tool's signaling
-//! connection), and removes the agents and the pool and revokes the key when the run ends:
-//! normally, when the run fails part way, or when the tool is interrupted (SIGINT, SIGTERM,
-//! SIGHUP; `clean_up_on_signals`). Only a kill it cannot catch leaves them; they are named
-//! `load-<pid>-<n>` and the tool prints that tag as it starts each run.
+//! `FRONTDESK_JWT_SECRET` or `_FILE`): it makes a pool of its own that a routing rule for a
+//! domain of its own sends its visitors to, a widget key, one agent per call and an admin
+//! agent of its own for the watchers (so that no one's console is replaced by the tool's
+//! signaling connection), and removes the agents and the pool and revokes the key when the
+//! run ends or fails part way (`Drop`). On SIGINT, SIGTERM or SIGHUP it stops making
+//! anything, deletes everything that carries its tag and exits (`clean_up_on_signals`). Only
+//! a kill it cannot catch leaves them; they are named `load-<pid>-<4 hex>-<run>`, and the
+//! tool prints that name as it starts each run.
 
 use std::collections::VecDeque;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -56,10 +56,8 @@ pub struct Frontdesk {
     /// Media workers under a CPU budget (`--worker-budget`); dropped after the process is
     /// killed, which empties their cgroups.
     pub budget: Option<crate::budget::Budget>,
-    /// What the tool made on a server it did not start, to remove when the run ends (also
-    /// listed in `LIVE` until then, for a signal).
-    made: Arc<Mutex<Made>>,
-    live: Option<u64>,
+    /// What the tool made on a server it did not start, to remove when the run ends.
+    made: Made,
     http: reqwest::Client,
 }
 
@@ -71,21 +69,57 @@ struct Made {
     pool: Option<String>,
 }
 
-/// Records the tool made on servers it did not start and has not removed yet, for
-/// `clean_up_on_signals`; and how many removals are under way.
-static LIVE: Mutex<Vec<Live>> = Mutex::new(Vec::new());
-static REMOVING: AtomicUsize = AtomicUsize::new(0);
-static NEXT_LIVE: AtomicU64 = AtomicU64::new(0);
-
-struct Live {
-    id: u64,
-    base: String,
-    token: String,
-    made: Arc<Mutex<Made>>,
+/// Every record the tool makes on a server it did not start carries this tag: `load-`, this
+/// process's id and four hex digits of the moment it started (two tools of the same pid on
+/// two machines, or a killed run's leftovers, do not collide with it).
+fn process_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        format!("load-{}-{:04x}", std::process::id(), nanos & 0xffff)
+    })
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// The gate between the runs and a signal's cleanup (`clean_up_on_signals`). A call that
+/// makes or removes records on a target counts itself in `BUSY` first, then looks at `CLOSED`;
+/// the cleanup closes the gate first, then waits for `BUSY` to empty. So once it starts to
+/// delete, nothing more is made, and every record that was being made is on the server to be
+/// found by its tag.
+static CLOSED: AtomicBool = AtomicBool::new(false);
+static BUSY: AtomicUsize = AtomicUsize::new(0);
+static NEXT_RUN: AtomicU64 = AtomicU64::new(0);
+
+/// Holds a place in `BUSY` while a call makes or removes records; `None` once a signal's
+/// cleanup has closed the gate.
+struct Busy;
+
+impl Busy {
+    fn enter() -> Option<Busy> {
+        BUSY.fetch_add(1, Ordering::AcqRel);
+        if CLOSED.load(Ordering::Acquire) {
+            BUSY.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Busy)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        BUSY.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Called before the tool exits: if a signal's cleanup is under way, it ends the process
+/// itself when done, so this waits for it rather than cut it short.
+pub fn before_exit() {
+    if CLOSED.load(Ordering::Acquire) {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
 }
 
 impl Drop for Frontdesk {
@@ -95,54 +129,56 @@ impl Drop for Frontdesk {
             let _ = child.wait();
             return;
         }
-        // A server that stays up: remove what the run made there, unless a signal's cleanup
-        // has taken it already.
-        let mine = {
-            let mut live = lock(&LIVE);
-            live.iter()
-                .position(|l| Some(l.id) == self.live)
-                .map(|i| live.swap_remove(i))
-        };
-        if let Some(l) = mine {
-            REMOVING.fetch_add(1, Ordering::AcqRel);
-            remove_blocking(l);
-            REMOVING.fetch_sub(1, Ordering::AcqRel);
-        }
+        // A server that stays up: remove what the run made there, on a thread and runtime
+        // of their own (this may run while the run's task unwinds). After a signal the
+        // cleanup removes everything with the tool's tag instead.
+        let Some(busy) = Busy::enter() else { return };
+        let (base, token, made) = (self.base.clone(), self.admin_token(), self.made.clone());
+        let cleaned = std::thread::Builder::new()
+            .name("load-cleanup".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                Some(rt.block_on(remove(&base, &token, &made)))
+            })
+            .ok()
+            .and_then(|t| t.join().ok().flatten());
+        drop(busy);
+        report_cleanup(
+            &self.base,
+            cleaned.ok_or_else(|| "no thread or runtime for it".to_owned()),
+        );
     }
 }
 
-/// Removes what `l` lists, on a thread and runtime of their own (this may run while a run's
-/// task unwinds, or on the signal thread), and says what could not be removed.
-fn remove_blocking(l: Live) {
-    let made = lock(&l.made).clone();
-    let base = l.base.clone();
-    let cleaned = std::thread::Builder::new()
-        .name("load-cleanup".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            Some(rt.block_on(remove(&l.base, &l.token, &made)))
-        })
-        .ok()
-        .and_then(|t| t.join().ok().flatten());
-    match cleaned {
-        Some(left) if left.is_empty() => {}
-        Some(left) => eprintln!(
+/// Says what a cleanup on `base` could not remove, if anything.
+fn report_cleanup(base: &str, outcome: Result<Vec<String>, String>) {
+    match outcome {
+        Ok(left) if left.is_empty() => {}
+        Ok(left) => say(&format!(
             "media_load: could not remove from {base}: {} (remove them by hand)",
             left.join(", ")
-        ),
-        None => eprintln!("media_load: could not clean up on {base}"),
+        )),
+        Err(e) => say(&format!(
+            "media_load: could not clean up on {base} ({e}); remove what is named {}* by hand",
+            process_tag()
+        )),
     }
+}
+
+/// A line on stderr that cannot panic (after a hangup, stderr may be gone).
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Deletes (and for a widget key, revokes) what `made` lists: agents, then the key, then the
-/// pool with its rule. Returns what could not be; after a request that could not reach the
-/// server, the rest are not tried (each would wait out its timeout too).
+/// pool with its rule. Returns what could not be; after a request that could not connect, the
+/// rest are not tried (each would wait out its timeout too).
 async fn remove(base: &str, admin: &str, made: &Made) -> Vec<String> {
-    let http = reqwest::Client::new();
-    let mut paths = made
+    let paths: Vec<String> = made
         .agents
         .iter()
         .map(|a| format!("/v1/agents/{a}"))
@@ -151,69 +187,175 @@ async fn remove(base: &str, admin: &str, made: &Made) -> Vec<String> {
                 .iter()
                 .map(|k| format!("/v1/widget-keys/{k}")),
         )
-        .chain(made.pool.iter().map(|p| format!("/v1/pools/{p}")));
+        .chain(made.pool.iter().map(|p| format!("/v1/pools/{p}")))
+        .collect();
+    delete_all(base, admin, paths).await
+}
+
+async fn delete_all(base: &str, admin: &str, paths: Vec<String>) -> Vec<String> {
+    let http = http_client();
     let mut left = Vec::new();
+    let mut paths = paths.into_iter();
     while let Some(path) = paths.next() {
         let r = http
             .delete(format!("http://{base}{path}"))
             .bearer_auth(admin)
-            .timeout(HTTP_PATIENCE)
             .send()
             .await;
         match r {
             Ok(r) if r.status().is_success() => {}
-            Ok(_) => left.push(path),
-            Err(_) => {
+            Err(e) if e.is_connect() => {
                 left.push(path);
                 left.extend(paths);
                 break;
             }
+            _ => left.push(path),
         }
     }
     left
 }
 
-/// On SIGINT, SIGTERM or SIGHUP, removes what the runs made on servers the tool did not start
-/// (and waits for removals under way), then exits 130. Without it, an interrupted run would
-/// leave its agents holding the org's seats.
-pub fn clean_up_on_signals() {
+/// Everything on `t` that carries this process's tag: agents, live widget keys, pools, in
+/// the order they are to be removed.
+async fn tagged(t: &Target, admin: &str) -> Result<Vec<String>, String> {
+    let http = http_client();
+    let tag = process_tag();
+    let mut paths = Vec::new();
+    for (list, name, key) in [
+        ("agents", "user_id", "agents"),
+        ("widget-keys", "label", "widget-keys"),
+        ("pools", "name", "pools"),
+    ] {
+        let items: Vec<Value> = http
+            .get(format!("http://{}/v1/{list}", t.base))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("listing {list}: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("listing {list}: {e}"))?;
+        for item in items {
+            let ours = item[name].as_str().is_some_and(|n| n.starts_with(tag));
+            let live = item.get("revoked_at_ms").is_none_or(Value::is_null);
+            if let (true, true, Some(id)) = (ours, live, item["id"].as_str()) {
+                paths.push(format!("/v1/{key}/{id}"));
+            }
+        }
+    }
+    Ok(paths)
+}
+
+/// On SIGINT, SIGTERM or SIGHUP (those not ignored when the tool started), closes the gate
+/// (`Busy`), waits for what is being made or removed, deletes everything on `t` that carries
+/// the tool's tag, and ends the process as that signal would (exit 128 + its number). A
+/// second signal meanwhile ends it at once, naming the tag. Without this an interrupted run
+/// would leave its agents holding the org's seats. Returns once the handlers are in place, so
+/// that no run starts before a signal would be caught.
+pub fn clean_up_on_signals(t: &Target) {
+    let t = t.clone();
+    let (ready_tx, ready) = std::sync::mpsc::channel::<bool>();
     let spawned = std::thread::Builder::new()
         .name("load-signals".into())
-        .spawn(|| {
+        .spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             else {
+                let _ = ready_tx.send(false);
                 return;
             };
-            rt.block_on(async {
+            rt.block_on(async move {
                 use tokio::signal::unix::{signal, SignalKind};
-                let (Ok(mut term), Ok(mut hup)) = (
-                    signal(SignalKind::terminate()),
-                    signal(SignalKind::hangup()),
-                ) else {
-                    return;
-                };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                    _ = hup.recv() => {}
+                // A signal the tool was started with ignored (nohup, a background job) stays
+                // ignored; each handler is in place as its stream is made.
+                let mut streams = Vec::new();
+                for (kind, n) in [
+                    (SignalKind::interrupt(), libc::SIGINT),
+                    (SignalKind::terminate(), libc::SIGTERM),
+                    (SignalKind::hangup(), libc::SIGHUP),
+                ] {
+                    if ignored(n) {
+                        continue;
+                    }
+                    match signal(kind) {
+                        Ok(s) => streams.push((s, n)),
+                        Err(_) => {
+                            let _ = ready_tx.send(false);
+                            return;
+                        }
+                    }
                 }
+                let _ = ready_tx.send(true);
+                let first = next_signal(&mut streams).await;
+                CLOSED.store(true, Ordering::Release);
+                say(&format!(
+                    "media_load: interrupted; removing what this tool made on {} (named {}*)",
+                    t.base,
+                    process_tag()
+                ));
+                let cleanup = std::thread::Builder::new()
+                    .name("load-cleanup".into())
+                    .spawn(move || remove_tagged(&t, first));
+                if cleanup.is_err() {
+                    std::process::exit(128 + first);
+                }
+                let again = next_signal(&mut streams).await;
+                say(&format!(
+                    "media_load: interrupted again; records named {}* may be left on the server",
+                    process_tag()
+                ));
+                std::process::exit(128 + again);
             });
-            eprintln!("media_load: interrupted; removing what the runs made on the server");
-            let live: Vec<Live> = lock(&LIVE).drain(..).collect();
-            for l in live {
-                remove_blocking(l);
-            }
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while REMOVING.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            std::process::exit(130);
         });
-    if let Err(e) = spawned {
-        eprintln!("media_load: no thread to clean up on a signal ({e}); an interrupted run leaves its agents");
+    let installed = spawned.is_ok() && ready.recv().unwrap_or(false);
+    if !installed {
+        say("media_load: cannot catch signals here; an interrupted run leaves what it made on the server");
     }
+}
+
+/// The signal's number, once one of `streams` has one.
+async fn next_signal(streams: &mut [(tokio::signal::unix::Signal, i32)]) -> i32 {
+    let waits = streams.iter_mut().map(|(s, n)| {
+        let n = *n;
+        Box::pin(async move {
+            s.recv().await;
+            n
+        })
+    });
+    futures_util::future::select_all(waits).await.0
+}
+
+/// Whether signal `n` is ignored in this process (as `nohup` leaves SIGHUP).
+fn ignored(n: i32) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(n, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// The signal cleanup proper: waits (up to a minute) for what is being made or removed, then
+/// deletes what carries the tag, and exits as signal `n` would.
+fn remove_tagged(t: &Target, n: i32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while BUSY.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let token = t.jwt.token(&t.admin, &t.org, "admin");
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(async {
+                let paths = tagged(t, &token).await?;
+                Ok(delete_all(&t.base, &token, paths).await)
+            })
+        });
+    report_cleanup(&t.base, outcome);
+    std::process::exit(128 + n);
 }
 
 /// The client for a server's admin API and `/metrics`: one per server, every request bounded.
@@ -282,8 +424,7 @@ impl Frontdesk {
             jwt: Jwt::local(),
             _dir: Some(dir),
             budget: None,
-            made: Arc::default(),
-            live: None,
+            made: Made::default(),
             http: http_client(),
         }
     }
@@ -293,20 +434,16 @@ impl Frontdesk {
     /// widget key and an admin agent of its own for the watchers. What it made is removed when
     /// this is dropped, or on a signal (`clean_up_on_signals`).
     pub async fn remote(t: &Target) -> Frontdesk {
-        // Unique to this run: this process and the runs it made before.
-        let live = NEXT_LIVE.fetch_add(1, Ordering::Relaxed);
-        let tag = format!("load-{}-{live}", std::process::id());
+        // Unique to this run: the tool's tag and the runs it made before.
+        let tag = format!(
+            "{}-{}",
+            process_tag(),
+            NEXT_RUN.fetch_add(1, Ordering::Relaxed)
+        );
         println!(
             "  on {}: the run's pool, widget key and agents are named {tag}",
             t.base
         );
-        let made: Arc<Mutex<Made>> = Arc::default();
-        lock(&LIVE).push(Live {
-            id: live,
-            base: t.base.clone(),
-            token: t.jwt.token(&t.admin, &t.org, "admin"),
-            made: made.clone(),
-        });
         let mut f = Frontdesk {
             child: None,
             pid: None,
@@ -321,8 +458,7 @@ impl Frontdesk {
             jwt: t.jwt.clone(),
             _dir: None,
             budget: None,
-            made,
-            live: Some(live),
+            made: Made::default(),
             http: http_client(),
         };
         let admin = f
@@ -333,12 +469,12 @@ impl Frontdesk {
                        "display_name": "Load tool admin", "role": "admin"}),
             )
             .await;
-        lock(&f.made)
+        f.made
             .agents
             .push(admin["id"].as_str().expect("an agent id").to_owned());
         let pool = f.admin_api("POST", "/v1/pools", json!({"name": tag})).await;
         f.pool = pool["id"].as_str().expect("a pool id").to_owned();
-        lock(&f.made).pool = Some(f.pool.clone());
+        f.made.pool = Some(f.pool.clone());
         f.admin_api(
             "POST",
             &format!("/v1/pools/{}/rules", f.pool),
@@ -349,7 +485,7 @@ impl Frontdesk {
             .admin_api("POST", "/v1/widget-keys", json!({"label": tag}))
             .await;
         f.widget_key = key["key"].as_str().expect("a widget key").to_owned();
-        lock(&f.made).widget_key = Some(key["id"].as_str().expect("a widget key id").to_owned());
+        f.made.widget_key = Some(key["id"].as_str().expect("a widget key id").to_owned());
         f
     }
 
@@ -359,6 +495,10 @@ impl Frontdesk {
 
     /// One call of the admin API that must succeed; its JSON answer.
     async fn admin_api(&self, method: &str, path: &str, body: Value) -> Value {
+        // On a server the tool did not start, nothing is made once a signal's cleanup began.
+        let _busy = self.child.is_none().then(|| {
+            Busy::enter().unwrap_or_else(|| panic!("interrupted: not making anything more"))
+        });
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
         let r = self
             .http
@@ -436,7 +576,7 @@ impl Frontdesk {
                 )
                 .await;
             if self.child.is_none() {
-                lock(&self.made)
+                self.made
                     .agents
                     .push(a["id"].as_str().expect("an agent id").to_owned());
             }
@@ -605,7 +745,8 @@ impl Sig {
                     msg[secret] = "…".into();
                 }
             }
-            if v["code"] == "too_many_watchers" {
+            let message = v["message"].as_str().unwrap_or_default();
+            if v["code"] == "too_many_watchers" && message.starts_with("the call already has") {
                 panic!(
                     "the server refused a watcher ({v}): this shape needs FRONTDESK_MEDIA_MAX_WATCHERS \
                      of at least its subscribers per call less one on the server (the default is 8)"
