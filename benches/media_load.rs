@@ -88,12 +88,12 @@
 //! when it fails part way or the tool is stopped by SIGINT, SIGTERM or SIGHUP (those it was
 //! not started with ignored, as `nohup` and a script's background job leave some): then it
 //! deletes everything carrying its tag and exits as the signal would. A SIGKILL leaves them,
-//! named by the tag the tool prints (`media_load/frontdesk.rs`). The org
-//! needs a seat per call and one for the tool's admin; each agent made queues the server's
-//! invitation email (to `@load.example`); a shape of S subscribers a call needs the server's
+//! named by the tag the tool prints (`media_load/frontdesk.rs`). The org needs a seat per
+//! call and one for the tool's admin; each agent made queues the server's invitation email
+//! (to `@load.example`); a shape of S subscribers a call needs the server's
 //! `FRONTDESK_MEDIA_MAX_WATCHERS` at S − 1 or more (the default is 8), and the tool's one
-//! admin connection asks for at most 256 watchers in all (calls × (S − 1)). The server's CPU and
-//! memory then come from its `/metrics` (`process_cpu_seconds_total`,
+//! admin connection asks for at most 256 watchers in all (calls × (S − 1)). The server's CPU
+//! and memory then come from its `/metrics` (`process_cpu_seconds_total`,
 //! `process_resident_memory_bytes`): the whole process, other orgs' calls included, and
 //! resident rather than anonymous memory, which a server that has run calls before may reuse
 //! (so per subscriber it is a lower bound). The per-core figures printed are the tool's
@@ -531,7 +531,6 @@ fn args() -> Args {
             a.servers = vec!["frontdesk".into()];
         }
         a.target = Some(remote_target(&a, &url, org, admin));
-        a.servers = vec!["frontdesk".into()];
         a.floor_seconds = 0;
     } else if org.is_some() || admin.is_some() {
         usage("--org and --admin go with --target");
