@@ -544,15 +544,6 @@ fn args() -> Args {
     a
 }
 
-/// Each of this tool's threads and its on-CPU time (ns).
-fn thread_times() -> Vec<(u32, u64)> {
-    let me = std::process::id();
-    common::thread_ids(me)
-        .into_iter()
-        .map(|tid| (tid, common::thread_cpu_ns(me, tid)))
-        .collect()
-}
-
 /// Checks `--target URL` and what goes with it: the org and its admin, the server's token
 /// secret from the environment (never from the command line, which other users can read), and
 /// no option that needs the server to be the tool's child.
@@ -583,22 +574,11 @@ fn remote_target(
         org.unwrap_or_else(|| usage("--target needs --org ORG_ID (the organization to load)"));
     let admin = admin
         .unwrap_or_else(|| usage("--target needs --admin USER_ID (an admin of that organization)"));
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    // Read as the server reads it: the variable's bytes, or the file's less a trailing line end.
-    let secret = env("FRONTDESK_JWT_SECRET")
-        .map(String::into_bytes)
-        .or_else(|| {
-            let path = env("FRONTDESK_JWT_SECRET_FILE")?;
-            match std::fs::read(&path) {
-                Ok(mut b) => {
-                    while b.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
-                        b.pop();
-                    }
-                    Some(b)
-                }
-                Err(e) => usage(&format!("FRONTDESK_JWT_SECRET_FILE {path}: {e}")),
-            }
-        })
+    let env = ::frontdesk::config::process_env;
+    // Read by the server's own code: the variable's bytes, or its file's less a line end.
+    let secret = ::frontdesk::config::read_secret(&env, "FRONTDESK_JWT_SECRET")
+        .unwrap_or_else(|e| usage(&e.to_string()))
+        .map(|s| s.expose().to_vec())
         .unwrap_or_else(|| {
             usage("--target needs the server's FRONTDESK_JWT_SECRET (or FRONTDESK_JWT_SECRET_FILE) in the environment, to sign its agents' tokens")
         });
@@ -792,6 +772,17 @@ impl Outcome {
     fn tool_share(&self) -> f64 {
         self.tool_cpu_s / self.seconds
     }
+    /// A ramp step that lost packets, for the summary: how much, at what rate, and the two
+    /// CPU shares (the caller closes the parenthesis).
+    fn lossy_step(&self) -> String {
+        format!(
+            "{:.3} % lost at {:.0} packets/s (server {:.1} %, tool {:.0} %",
+            100.0 * self.loss(),
+            self.pps(),
+            100.0 * self.server_share(),
+            100.0 * self.tool_share()
+        )
+    }
     /// The busiest of the tool's threads, as a share of one core over the window.
     fn tool_busiest_share(&self) -> f64 {
         self.tool_busiest_thread_s / self.seconds
@@ -900,28 +891,24 @@ impl Outcome {
                 )
             })
             .collect();
-        if self.remote {
-            println!(
-                "  server CPU {:.3} s in {:.1} s ({:.1} % of one core, from its /metrics); this machine: {} ; tool CPU {:.2} s (its busiest thread {:.0} % of a core)",
-                self.server_cpu_s,
-                self.seconds,
-                100.0 * self.server_share(),
-                cores.join(", "),
-                self.tool_cpu_s,
-                100.0 * self.tool_busiest_share(),
-            );
+        // A server the tool did not start: its CPU is from its /metrics, the cores are ours.
+        let (source, here) = if self.remote {
+            (", from its /metrics".to_owned(), "this machine: ")
         } else {
-            println!(
-                "  server CPU {:.3} s in {:.1} s ({:.1} % of one core; {:.2} s by clock ticks); {} ; tool CPU {:.2} s (its busiest thread {:.0} % of a core)",
-                self.server_cpu_s,
-                self.seconds,
-                100.0 * self.server_share(),
-                self.server_cpu_ticks_s,
-                cores.join(", "),
-                self.tool_cpu_s,
-                100.0 * self.tool_busiest_share(),
-            );
-        }
+            (
+                format!("; {:.2} s by clock ticks", self.server_cpu_ticks_s),
+                "",
+            )
+        };
+        println!(
+            "  server CPU {:.3} s in {:.1} s ({:.1} % of one core{source}); {here}{} ; tool CPU {:.2} s (its busiest thread {:.0} % of a core)",
+            self.server_cpu_s,
+            self.seconds,
+            100.0 * self.server_share(),
+            cores.join(", "),
+            self.tool_cpu_s,
+            100.0 * self.tool_busiest_share(),
+        );
         if (self.cpu_read_s - self.seconds).abs() > 0.02 * self.seconds {
             println!(
                 "  (the CPU readings spanned {:.2} s, as this tool woke late; scaled to the {:.0} s window)",
@@ -933,23 +920,21 @@ impl Outcome {
             self.per_cpu_s(),
             1e6 / self.per_cpu_s()
         );
-        if self.remote {
-            println!(
-                "  latency p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs; server memory {:.0} KiB per subscriber \
-                 (resident, from its /metrics)",
-                self.p50_us, self.p99_us, self.max_us, self.all_rss_per_subscriber_kib
-            );
-        } else {
-            println!(
-                "  latency p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs; server memory {:.0} KiB per subscriber \
-                 (anonymous; {:.0} with the pages of code and files it read in)",
-                self.p50_us,
-                self.p99_us,
-                self.max_us,
-                self.rss_per_subscriber_kib,
+        let memory = if self.remote {
+            format!(
+                "{:.0} KiB per subscriber (resident, from its /metrics)",
                 self.all_rss_per_subscriber_kib
-            );
-        }
+            )
+        } else {
+            format!(
+                "{:.0} KiB per subscriber (anonymous; {:.0} with the pages of code and files it read in)",
+                self.rss_per_subscriber_kib, self.all_rss_per_subscriber_kib
+            )
+        };
+        println!(
+            "  latency p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs; server memory {memory}",
+            self.p50_us, self.p99_us, self.max_us
+        );
         println!(
             "  per packet: first copy p50 {:.0} µs, p99 {:.0} µs; first to last copy (the fan-out) p50 {:.0} µs, p99 {:.0} µs",
             self.first_p50_us, self.first_p99_us, self.spread_p50_us, self.spread_p99_us
@@ -1126,12 +1111,12 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     tokio::time::sleep_until(t0.into()).await;
     let (cores0, tool0) = (cpu_times(), cpu_ticks(std::process::id()));
     let s0 = server.reading().await;
-    let threads0 = thread_times();
+    let threads0 = common::thread_times(std::process::id());
     let workers0 = server.budget().map(|b| b.ticks()).unwrap_or_default();
     tokio::time::sleep_until((t0 + window).into()).await;
     let (cores1, tool1) = (cpu_times(), cpu_ticks(std::process::id()));
     let s1 = server.reading().await;
-    let threads1 = thread_times();
+    let threads1 = common::thread_times(std::process::id());
     // The readings are taken when this thread gets to them, and a saturated tool wakes late:
     // they can span more than the window (5.4 s of a 5 s window at 10×10's maximum, which
     // read as 108 % of a core for a server pinned to one). CPU is scaled to the window, to go
@@ -1645,11 +1630,8 @@ fn ramp_summary(runs: &[Outcome]) {
             .find(|o| o.loss() > LOSSLESS && o.pps() > best.pps())
         {
             Some(lost) => println!(
-                "  past it: {:.3} % lost at {:.0} packets/s (server {:.1} %, tool {:.0} %): {}",
-                100.0 * lost.loss(),
-                lost.pps(),
-                100.0 * lost.server_share(),
-                100.0 * lost.tool_share(),
+                "  past it: {}): {}",
+                lost.lossy_step(),
                 if lost.tool_at_limit() {
                     "the tool was at its limit there, so this maximum may be the tool's"
                 } else if lost.cpus_shared {
@@ -1669,11 +1651,8 @@ fn ramp_summary(runs: &[Outcome]) {
             .filter(|o| o.loss() > LOSSLESS && o.pps() < best.pps())
         {
             println!(
-                "  but a lower step lost packets: {:.3} % at {:.0} packets/s (server {:.1} %, tool {:.0} %{}); run the ramp again before relying on the maximum",
-                100.0 * lost.loss(),
-                lost.pps(),
-                100.0 * lost.server_share(),
-                100.0 * lost.tool_share(),
+                "  but a lower step lost packets: {}{}); run the ramp again before relying on the maximum",
+                lost.lossy_step(),
                 if lost.tool_at_limit() {
                     ", at its limit"
                 } else {

@@ -43,9 +43,19 @@ pub fn cpu_ticks(pid: u32) -> u64 {
 /// tick is 5 %), but a thread that ends takes its time with it: a caller compares the thread
 /// sets of its two readings before it trusts their difference.
 pub fn cpu_ns(pid: u32) -> (u64, Vec<u32>) {
-    let tids = thread_ids(pid);
-    let ns = tids.iter().map(|&tid| thread_cpu_ns(pid, tid)).sum();
-    (ns, tids)
+    let threads = thread_times(pid);
+    (
+        threads.iter().map(|&(_, ns)| ns).sum(),
+        threads.into_iter().map(|(tid, _)| tid).collect(),
+    )
+}
+
+/// Each thread of a process, in order, and its on-CPU time in nanoseconds.
+pub fn thread_times(pid: u32) -> Vec<(u32, u64)> {
+    thread_ids(pid)
+        .into_iter()
+        .map(|tid| (tid, thread_cpu_ns(pid, tid)))
+        .collect()
 }
 
 /// The thread ids of a process, ascending (the order they were started in, short of wrap).

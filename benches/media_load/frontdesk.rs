@@ -221,10 +221,11 @@ async fn tagged(t: &Target, admin: &str) -> Result<Vec<String>, String> {
     let http = http_client();
     let tag = process_tag();
     let mut paths = Vec::new();
-    for (list, name, key) in [
-        ("agents", "user_id", "agents"),
-        ("widget-keys", "label", "widget-keys"),
-        ("pools", "name", "pools"),
+    // Each list, and the field that carries the tag there.
+    for (list, name) in [
+        ("agents", "user_id"),
+        ("widget-keys", "label"),
+        ("pools", "name"),
     ] {
         let items: Vec<Value> = http
             .get(format!("http://{}/v1/{list}", t.base))
@@ -240,7 +241,7 @@ async fn tagged(t: &Target, admin: &str) -> Result<Vec<String>, String> {
             let ours = item[name].as_str().is_some_and(|n| n.starts_with(tag));
             let live = item.get("revoked_at_ms").is_none_or(Value::is_null);
             if let (true, true, Some(id)) = (ours, live, item["id"].as_str()) {
-                paths.push(format!("/v1/{key}/{id}"));
+                paths.push(format!("/v1/{list}/{id}"));
             }
         }
     }
