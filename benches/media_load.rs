@@ -732,6 +732,9 @@ struct Outcome {
     /// Of the copies forwarded, the share sent as segments of UDP GSO sends (frontdesk only;
     /// approximate, as the workers publish their counters once a second).
     coalesced_share: Option<f64>,
+    /// The server's media workers' loop turns over 1 ms in the window, from its `/metrics`
+    /// (frontdesk only; approximate at the edges, as the workers publish once a second).
+    slow_turns: Option<frontdesk::SlowTurns>,
     connect_s: f64,
     /// How many calls each media worker held at the window's end (frontdesk's
     /// `frontdesk_media_worker_calls`).
@@ -756,6 +759,11 @@ impl Outcome {
     }
     fn video_pps(&self) -> f64 {
         self.delivered_video as f64 / self.seconds
+    }
+    /// The work the slow turns' copies explain: their count at the run's server CPU per copy.
+    fn slow_turn_work_s(&self) -> Option<f64> {
+        let t = self.slow_turns?;
+        Some(t.sent as f64 / self.per_cpu_s().max(1e-9))
     }
     fn per_cpu_s(&self) -> f64 {
         (self.delivered_video + self.delivered_audio) as f64 / self.server_cpu_s.max(1e-9)
@@ -833,6 +841,9 @@ impl Outcome {
             "publishers_late_us": {"p50": self.late_p50_us, "p99": self.late_p99_us},
             "tool_behind": self.tool_behind(),
             "gso_share": self.coalesced_share,
+            "slow_turns": self.slow_turns.map(|t| serde_json::json!(
+                {"turns": t.turns, "seconds": t.seconds, "received": t.received, "sent": t.sent,
+                 "work_s": self.slow_turn_work_s()})),
             "memory_kib_per_subscriber": {"anonymous": self.rss_per_subscriber_kib,
                                           "resident": self.all_rss_per_subscriber_kib},
             "keyframes": {"received_by": self.keyframes.0, "subscribers": self.keyframes.1,
@@ -946,6 +957,17 @@ impl Outcome {
         if let (Some(p50), Some(p99)) = (self.own_p50_us, self.own_p99_us) {
             println!(
                 "  the server's own share (its socket's arrival stamp to each copy sent, from /metrics): p50 {p50:.0} µs, p99 {p99:.0} µs"
+            );
+        }
+        if let Some(t) = self.slow_turns.filter(|t| t.turns > 0) {
+            println!(
+                "  the server's loop turns over 1 ms: {} ({:.0} ms in all, {:.1} % of the window), sending {} datagrams: {:.0} ms of work at this run's cost per copy, so {:.0} % of their time the worker was not running its own work",
+                t.turns,
+                t.seconds * 1e3,
+                t.seconds / self.seconds * 100.0,
+                t.sent,
+                self.slow_turn_work_s().unwrap_or(0.0) * 1e3,
+                (1.0 - self.slow_turn_work_s().unwrap_or(0.0) / t.seconds.max(1e-9)).max(0.0) * 100.0
             );
         }
         if let Some(share) = self.coalesced_share {
@@ -1161,6 +1183,10 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     };
     let own = bucket_delta(&metrics0.forward_delay, &metrics1.forward_delay);
     let forwarded = metrics1.forwarded.saturating_sub(metrics0.forwarded);
+    let slow_turns = match &server {
+        Server::Frontdesk(_) => Some(metrics1.slow_turns.since(&metrics0.slow_turns)),
+        Server::Janus(_) => None,
+    };
     let coalesced_share = (forwarded > 0)
         .then(|| metrics1.coalesced.saturating_sub(metrics0.coalesced) as f64 / forwarded as f64);
     // What was sent in the window may still be on its way.
@@ -1256,6 +1282,7 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
         own_p50_us: bucket_quantile(&own, 0.5),
         own_p99_us: bucket_quantile(&own, 0.99),
         coalesced_share,
+        slow_turns,
         max_us,
         rss_per_subscriber_kib: after.anon_kib.saturating_sub(before.anon_kib) as f64
             / n_subs.max(1) as f64,

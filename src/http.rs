@@ -377,6 +377,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
     );
     let m = &s.media.metrics;
     forward_delay(&mut out, &m.forward_delay);
+    slow_turn_seconds(&mut out, &m.slow_turns);
     let _ = writeln!(
         out,
         "# HELP frontdesk_media_worker_calls Calls whose media a worker holds (a new call goes to the worker with the fewest).\n# TYPE frontdesk_media_worker_calls gauge"
@@ -453,6 +454,24 @@ async fn metrics(State(s): State<AppState>) -> Response {
             "counter",
             "Datagrams sent as segments of UDP GSO sends (a run to one receiver sent as one).",
             load(&m.datagrams_coalesced),
+        ),
+        (
+            "frontdesk_media_slow_turns_total",
+            "counter",
+            "Media workers' loop turns that took over 1 ms (a wake-up to the next wait).",
+            load(&m.slow_turns.turns),
+        ),
+        (
+            "frontdesk_media_slow_turn_datagrams_received_total",
+            "counter",
+            "Datagrams received in the media workers' loop turns that took over 1 ms.",
+            load(&m.slow_turns.received),
+        ),
+        (
+            "frontdesk_media_slow_turn_datagrams_sent_total",
+            "counter",
+            "Datagrams sent in the media workers' loop turns that took over 1 ms.",
+            load(&m.slow_turns.sent),
         ),
         (
             "frontdesk_cobrowse_sessions",
@@ -621,6 +640,18 @@ fn forward_delay(out: &mut String, h: &crate::media::ForwardDelay) {
     }
     let sum = h.sum_ns.load(Relaxed) as f64 / 1e9;
     let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {total}");
+}
+
+/// The wall time of the media workers' loop turns that took over 1 ms (a float, so not in the
+/// table of integer counters).
+fn slow_turn_seconds(out: &mut String, t: &crate::media::SlowTurns) {
+    use std::fmt::Write;
+    let name = "frontdesk_media_slow_turn_seconds_total";
+    let s = t.ns.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9;
+    let _ = writeln!(
+        out,
+        "# HELP {name} Wall time of the media workers' loop turns that took over 1 ms.\n# TYPE {name} counter\n{name} {s}"
+    );
 }
 
 // ---- pools -------------------------------------------------------------------------------

@@ -193,6 +193,67 @@ pub struct MediaMetrics {
     pub datagrams_coalesced: AtomicU64,
     /// How long what a received datagram caused waited in the server (see [`ForwardDelay`]).
     pub forward_delay: ForwardDelay,
+    /// Workers' loop turns that took longer than [`SLOW_TURN`] (see [`SlowTurns`]).
+    pub slow_turns: SlowTurns,
+}
+
+/// A worker's loop turn (from its wake-up to its next wait) longer than this is counted in
+/// [`SlowTurns`]: at a millisecond, every datagram that came meanwhile has waited longer than
+/// the forwarding path is meant to take.
+pub const SLOW_TURN: Duration = Duration::from_millis(1);
+
+/// Loop turns of the media workers that took longer than [`SLOW_TURN`]: how many, the wall
+/// time they took, and the datagrams they received and sent. Set against the worker's usual
+/// cost per datagram, they tell a turn that had that much work from one whose thread lost the
+/// CPU meanwhile (to an interrupt, another task, or on a VM to the host), which is where the
+/// tail of the forwarding delay comes from when the work does not explain it.
+#[derive(Debug, Default)]
+pub struct SlowTurns {
+    pub turns: AtomicU64,
+    pub ns: AtomicU64,
+    pub received: AtomicU64,
+    pub sent: AtomicU64,
+}
+
+/// A worker's [`SlowTurns`] since it last published them, and the turn under way.
+#[derive(Debug, Default)]
+struct TurnCounts {
+    turns: u64,
+    ns: u64,
+    received: u64,
+    sent: u64,
+    /// The turn under way: datagrams received and sent so far.
+    now_received: u64,
+    now_sent: u64,
+}
+
+impl TurnCounts {
+    /// Ends a turn that took `took`.
+    fn end(&mut self, took: Duration) {
+        if took > SLOW_TURN {
+            self.turns += 1;
+            self.ns = self
+                .ns
+                .saturating_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
+            self.received += self.now_received;
+            self.sent += self.now_sent;
+        }
+        self.now_received = 0;
+        self.now_sent = 0;
+    }
+
+    fn publish(&mut self, to: &SlowTurns) {
+        if self.turns > 0 {
+            to.turns.fetch_add(self.turns, Ordering::Relaxed);
+            to.ns.fetch_add(self.ns, Ordering::Relaxed);
+            to.received.fetch_add(self.received, Ordering::Relaxed);
+            to.sent.fetch_add(self.sent, Ordering::Relaxed);
+        }
+        self.turns = 0;
+        self.ns = 0;
+        self.received = 0;
+        self.sent = 0;
+    }
 }
 
 /// Upper bounds, in microseconds, of the [`ForwardDelay`] histogram's buckets (a last one
@@ -1048,6 +1109,7 @@ fn run(
     let mut out = Outbox::default();
     let mut published = SfuStats::default();
     let mut delay = DelayCounts::default();
+    let mut turns = TurnCounts::default();
     let mut last_sweep = Instant::now();
     // Datagrams may still be queued (the last round stopped at RECV_ROUNDS full batches):
     // the socket's edge-triggered readiness will not say so again, so look without waiting.
@@ -1071,6 +1133,7 @@ fn run(
                 return;
             }
         }
+        let woke = Instant::now();
         let readable = std::mem::take(&mut unread) || events.iter().any(|e| e.token() == SOCKET);
         // Commands: looked for on every turn (one atomic load when there are none), so that
         // none waits for the next wake-up should a waker write race with this loop.
@@ -1092,7 +1155,7 @@ fn run(
             unread = true;
             for _ in 0..RECV_ROUNDS {
                 match recv.recv(&socket) {
-                    Ok(_) => {}
+                    Ok(n) => turns.now_received += n as u64,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => {
                         if e.kind() != std::io::ErrorKind::WouldBlock {
@@ -1116,6 +1179,7 @@ fn run(
                     let more = lp.sfu.drive_pending(now, slice);
                     out.take_from(&mut lp.sfu);
                     let sent = out.pending.len();
+                    turns.now_sent += sent as u64;
                     out.flush(&socket, &metrics, &mut lp.sfu);
                     if let Some(at) = arrived {
                         delay.record(wall_now().saturating_sub(at), sent);
@@ -1140,6 +1204,7 @@ fn run(
             lp.sfu.timeout_some(now, TIMER_SLICE);
         }
         out.take_from(&mut lp.sfu);
+        turns.now_sent += out.pending.len() as u64;
         out.flush(&socket, &metrics, &mut lp.sfu);
         while let Some(e) = lp.sfu.poll_event() {
             lp.event(e);
@@ -1149,7 +1214,9 @@ fn run(
             lp.sweep(now);
             lp.publish(&metrics, &mut published);
             delay.publish(&metrics.forward_delay);
+            turns.publish(&metrics.slow_turns);
         }
+        turns.end(woke.elapsed());
     }
 }
 
@@ -1240,5 +1307,33 @@ mod tests {
         d.publish(&h);
         assert_eq!(h.buckets[2].load(Ordering::Relaxed), 1);
         assert_eq!(h.buckets[0].load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn only_turns_over_a_millisecond_are_counted_with_what_they_did() {
+        let mut t = TurnCounts {
+            now_received: 3,
+            now_sent: 30,
+            ..TurnCounts::default()
+        };
+        t.end(SLOW_TURN); // at the bound: not slow
+        t.now_received = 8;
+        t.now_sent = 80;
+        t.end(Duration::from_micros(2_500));
+        let slow = SlowTurns::default();
+        // A publish in the middle of a turn keeps that turn's counts for its end.
+        t.now_received = 1;
+        t.now_sent = 10;
+        t.publish(&slow);
+        t.end(Duration::from_micros(1_001));
+        let read = |s: &SlowTurns| {
+            [&s.turns, &s.ns, &s.received, &s.sent].map(|a| a.load(Ordering::Relaxed))
+        };
+        assert_eq!(read(&slow), [1, 2_500_000, 8, 80]);
+        t.publish(&slow);
+        assert_eq!(read(&slow), [2, 3_501_000, 9, 90]);
+        // Nothing counted since: publishing again adds nothing.
+        t.publish(&slow);
+        assert_eq!(read(&slow), [2, 3_501_000, 9, 90]);
     }
 }

@@ -441,7 +441,7 @@ async fn an_admin_watches_calls_of_its_own_org_only_and_watches_end_with_the_cal
 /// just before and just after: right units, right process, and CPU that grows with work.
 #[cfg(target_os = "linux")]
 #[tokio::test]
-async fn the_process_cpu_and_memory_are_in_the_metrics() {
+async fn the_process_cpu_and_memory_and_slow_media_turns_are_in_the_metrics() {
     fn cpu_s() -> f64 {
         // SAFETY: getrusage writes into the zeroed struct it is given.
         let u = unsafe {
@@ -496,6 +496,20 @@ async fn the_process_cpu_and_memory_are_in_the_metrics() {
     assert!(
         rss >= a.min(b) / 2.0 && rss <= a.max(b) * 2.0,
         "resident memory {rss} bytes, this process {a}–{b}"
+    );
+    // The media workers' slow turns: each took over a millisecond, and none sent datagrams
+    // it did not have (the unit tests count them; here, that they are exported and agree).
+    let turns = c.s.metric("frontdesk_media_slow_turns_total").await;
+    let seconds = c.s.metric("frontdesk_media_slow_turn_seconds_total").await;
+    let received =
+        c.s.metric("frontdesk_media_slow_turn_datagrams_received_total")
+            .await;
+    let sent =
+        c.s.metric("frontdesk_media_slow_turn_datagrams_sent_total")
+            .await;
+    assert!(
+        seconds >= turns * 0.001 && received >= 0.0 && sent >= 0.0,
+        "{turns} slow turns in {seconds} s"
     );
 }
 

@@ -556,6 +556,12 @@ impl Frontdesk {
                 .filter_map(|l| l.strip_prefix("frontdesk_media_worker_calls{worker=\""))
                 .filter_map(|l| l.split_once("\"} ")?.1.trim().parse().ok())
                 .collect(),
+            slow_turns: SlowTurns {
+                turns: counter("frontdesk_media_slow_turns_total"),
+                seconds: value("frontdesk_media_slow_turn_seconds_total").unwrap_or(0.0),
+                received: counter("frontdesk_media_slow_turn_datagrams_received_total"),
+                sent: counter("frontdesk_media_slow_turn_datagrams_sent_total"),
+            },
             coalesced: counter("frontdesk_media_datagrams_coalesced_total"),
             forwarded: counter("frontdesk_media_packets_forwarded_total"),
             process_cpu_s: value("process_cpu_seconds_total"),
@@ -788,6 +794,8 @@ pub struct Metrics {
     pub forward_delay: Vec<(f64, u64)>,
     /// Calls each media worker holds (`frontdesk_media_worker_calls`), by worker.
     pub worker_calls: Vec<usize>,
+    /// The media workers' loop turns that took over 1 ms (`frontdesk_media_slow_turn*`).
+    pub slow_turns: SlowTurns,
     /// Datagrams sent as segments of UDP GSO sends.
     pub coalesced: u64,
     /// Packets forwarded.
@@ -796,4 +804,26 @@ pub struct Metrics {
     /// `process_resident_memory_bytes`): how the tool reads a server it did not start.
     pub process_cpu_s: Option<f64>,
     pub process_rss_bytes: Option<u64>,
+}
+
+/// The media workers' loop turns that took over 1 ms: how many, their wall time, and the
+/// datagrams they received and sent (counters; a window's are the difference of two readings).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SlowTurns {
+    pub turns: u64,
+    pub seconds: f64,
+    pub received: u64,
+    pub sent: u64,
+}
+
+impl SlowTurns {
+    /// What was counted between `before` and `self`.
+    pub fn since(&self, before: &SlowTurns) -> SlowTurns {
+        SlowTurns {
+            turns: self.turns.saturating_sub(before.turns),
+            seconds: (self.seconds - before.seconds).max(0.0),
+            received: self.received.saturating_sub(before.received),
+            sent: self.sent.saturating_sub(before.sent),
+        }
+    }
 }
