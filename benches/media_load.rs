@@ -34,7 +34,11 @@
 //! host's. It is an upper bound (a batch's copies are timed from its earliest arrival to the
 //! end of the send call that carried them), and its quantiles are interpolated within the
 //! histogram's buckets. It also prints the share of copies that left in UDP GSO runs
-//! (`frontdesk_media_datagrams_coalesced_total` against the packets forwarded).
+//! (`frontdesk_media_datagrams_coalesced_total` against the packets forwarded), and the media
+//! workers' loop turns over 1 ms in the window (`frontdesk_media_slow_turn*`) with the share
+//! of their time that the copies they sent explain at the run's cost per copy: a tail made of
+//! turns that had the work is the server's load; one made of turns that did not, the worker
+//! losing its CPU.
 //!
 //! Per run it reports: delivered (forwarded) packets/s and bytes/s measured at the
 //! subscribers; the server's CPU (the exact sum of its threads' on-CPU time from
