@@ -206,7 +206,8 @@ pub const SLOW_TURN: Duration = Duration::from_millis(1);
 /// time they took, and the datagrams they received and sent. Set against the worker's usual
 /// cost per datagram, they tell a turn that had that much work from one whose thread lost the
 /// CPU meanwhile (to an interrupt, another task, or on a VM to the host), which is where the
-/// tail of the forwarding delay comes from when the work does not explain it.
+/// tail of the forwarding delay comes from when the work does not explain it. (A turn that
+/// starts a call's media, an offer or a DTLS handshake, does more than its datagrams show.)
 #[derive(Debug, Default)]
 pub struct SlowTurns {
     pub turns: AtomicU64,
