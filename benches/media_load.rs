@@ -963,16 +963,18 @@ impl Outcome {
                 "  the server's own share (its socket's arrival stamp to each copy sent, from /metrics): p50 {p50:.0} µs, p99 {p99:.0} µs"
             );
         }
-        if let Some(t) = self.slow_turns.filter(|t| t.turns > 0) {
-            println!(
-                "  the server's loop turns over 1 ms: {} ({:.0} ms in all, {:.1} % of the window), sending {} datagrams: {:.0} ms of work at this run's cost per copy, so {:.0} % of their time the worker was not running its own work",
-                t.turns,
-                t.seconds * 1e3,
-                t.seconds / self.seconds * 100.0,
-                t.sent,
-                self.slow_turn_work_s().unwrap_or(0.0) * 1e3,
-                (1.0 - self.slow_turn_work_s().unwrap_or(0.0) / t.seconds.max(1e-9)).max(0.0) * 100.0
-            );
+        if let (Some(t), Some(work)) = (self.slow_turns, self.slow_turn_work_s()) {
+            if t.turns > 0 {
+                println!(
+                    "  the server's loop turns over 1 ms: {} ({:.0} ms in all, {:.1} % of the window), sending {} datagrams: {:.0} ms of work at this run's cost per copy, so {:.0} % of their time the worker was not running its own work",
+                    t.turns,
+                    t.seconds * 1e3,
+                    t.seconds / self.seconds * 100.0,
+                    t.sent,
+                    work * 1e3,
+                    (1.0 - work / t.seconds.max(1e-9)).max(0.0) * 100.0
+                );
+            }
         }
         if let Some(share) = self.coalesced_share {
             println!(

@@ -438,7 +438,8 @@ async fn an_admin_watches_calls_of_its_own_org_only_and_watches_end_with_the_cal
 /// `/metrics` carries the process's own CPU time and resident memory (Prometheus's standard
 /// names), which a load tool on another machine reads in place of `/proc`. The test server
 /// runs in this process, so the figures must lie between this process's own readings taken
-/// just before and just after: right units, right process, and CPU that grows with work.
+/// just before and just after: right units, right process, and CPU that grows with work. The
+/// media workers' slow-turn counters are there too, and agree with one another.
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn the_process_cpu_and_memory_and_slow_media_turns_are_in_the_metrics() {
