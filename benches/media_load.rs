@@ -1025,6 +1025,14 @@ impl Server {
         }
     }
 
+    /// What frontdesk's `/metrics` says now (nothing for Janus).
+    async fn metrics(&self) -> frontdesk::Metrics {
+        match self {
+            Server::Frontdesk(f) => f.metrics().await,
+            Server::Janus(_) => Default::default(),
+        }
+    }
+
     /// The server's CPU time and memory now: from `/proc` when the tool started it, else from
     /// its `/metrics`.
     async fn reading(&self) -> Reading {
@@ -1127,10 +1135,7 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
     tokio::time::sleep(Duration::from_secs(a.warmup)).await;
 
     let stamp = |t: Instant| t.saturating_duration_since(epoch).as_nanos() as u64;
-    let metrics0 = match &server {
-        Server::Frontdesk(f) => f.metrics().await,
-        Server::Janus(_) => Default::default(),
-    };
+    let metrics0 = server.metrics().await;
     // The window is set before it opens: the publishers' thread must not write a packet
     // stamped inside it before it knows of it (its subscribers would count it, it would not).
     let window = Duration::from_secs(a.seconds);
@@ -1183,16 +1188,11 @@ async fn run_one(a: &Args, name: &str, shape: Shape, rate: Rate) -> Outcome {
         )
     });
     let after = server.reading().await;
-    let metrics1 = match &server {
-        Server::Frontdesk(f) => f.metrics().await,
-        Server::Janus(_) => Default::default(),
-    };
+    let metrics1 = server.metrics().await;
     let own = bucket_delta(&metrics0.forward_delay, &metrics1.forward_delay);
     let forwarded = metrics1.forwarded.saturating_sub(metrics0.forwarded);
-    let slow_turns = match &server {
-        Server::Frontdesk(_) => Some(metrics1.slow_turns.since(&metrics0.slow_turns)),
-        Server::Janus(_) => None,
-    };
+    let slow_turns = matches!(server, Server::Frontdesk(_))
+        .then(|| metrics1.slow_turns.since(&metrics0.slow_turns));
     let coalesced_share = (forwarded > 0)
         .then(|| metrics1.coalesced.saturating_sub(metrics0.coalesced) as f64 / forwarded as f64);
     // What was sent in the window may still be on its way.

@@ -219,10 +219,8 @@ pub struct SlowTurns {
 /// A worker's [`SlowTurns`] since it last published them, and the turn under way.
 #[derive(Debug, Default)]
 struct TurnCounts {
-    turns: u64,
-    ns: u64,
-    received: u64,
-    sent: u64,
+    /// Slow turns not yet published: how many, their nanoseconds, datagrams in and out.
+    slow: [u64; 4],
     /// The turn under way: datagrams received and sent so far.
     now_received: u64,
     now_sent: u64,
@@ -232,28 +230,30 @@ impl TurnCounts {
     /// Ends a turn that took `took`.
     fn end(&mut self, took: Duration) {
         if took > SLOW_TURN {
-            self.turns += 1;
-            self.ns = self
-                .ns
-                .saturating_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
-            self.received += self.now_received;
-            self.sent += self.now_sent;
+            let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+            for (a, n) in self
+                .slow
+                .iter_mut()
+                .zip([1, ns, self.now_received, self.now_sent])
+            {
+                *a = a.saturating_add(n);
+            }
         }
         self.now_received = 0;
         self.now_sent = 0;
     }
 
+    /// Adds the slow turns counted since the last publish to `to` (the turn under way stays).
     fn publish(&mut self, to: &SlowTurns) {
-        if self.turns > 0 {
-            to.turns.fetch_add(self.turns, Ordering::Relaxed);
-            to.ns.fetch_add(self.ns, Ordering::Relaxed);
-            to.received.fetch_add(self.received, Ordering::Relaxed);
-            to.sent.fetch_add(self.sent, Ordering::Relaxed);
+        let slow = std::mem::take(&mut self.slow);
+        if slow[0] > 0 {
+            for (a, n) in [&to.turns, &to.ns, &to.received, &to.sent]
+                .into_iter()
+                .zip(slow)
+            {
+                a.fetch_add(n, Ordering::Relaxed);
+            }
         }
-        self.turns = 0;
-        self.ns = 0;
-        self.received = 0;
-        self.sent = 0;
     }
 }
 

@@ -498,18 +498,18 @@ async fn the_process_cpu_and_memory_and_slow_media_turns_are_in_the_metrics() {
         rss >= a.min(b) / 2.0 && rss <= a.max(b) * 2.0,
         "resident memory {rss} bytes, this process {a}–{b}"
     );
-    // The media workers' slow turns: each took over a millisecond, and none sent datagrams
-    // it did not have (the unit tests count them; here, that they are exported and agree).
+    // The media workers' slow turns (the unit test in src/media.rs counts them): all four
+    // exported (`metric` fails on a missing one), and each turn counted took over 1 ms.
     let turns = c.s.metric("frontdesk_media_slow_turns_total").await;
     let seconds = c.s.metric("frontdesk_media_slow_turn_seconds_total").await;
-    let received =
-        c.s.metric("frontdesk_media_slow_turn_datagrams_received_total")
-            .await;
-    let sent =
-        c.s.metric("frontdesk_media_slow_turn_datagrams_sent_total")
-            .await;
+    for name in [
+        "frontdesk_media_slow_turn_datagrams_received_total",
+        "frontdesk_media_slow_turn_datagrams_sent_total",
+    ] {
+        c.s.metric(name).await;
+    }
     assert!(
-        seconds >= turns * 0.001 && received >= 0.0 && sent >= 0.0,
+        seconds >= turns * 0.001,
         "{turns} slow turns in {seconds} s"
     );
 }
